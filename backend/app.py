@@ -1,0 +1,169 @@
+"""The HTTP side of the ML backend protocol that Label Studio 1.23 speaks (see README).
+
+Handlers stay thin: /predict runs one batch through the preloaded model, /webhook
+only validates and enqueues, everything else answers from Redis at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import redis
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from backend import __version__
+from backend.config import Settings, get_settings
+from backend.errors import BroadenError
+from backend.predictor import Predictor
+from backend.schemas import (
+    JobStatusRequest,
+    PredictRequest,
+    PredictResponse,
+    SetupRequest,
+    SetupResponse,
+    WebhookRequest,
+    WebhookResponse,
+)
+from workers import enqueue
+
+log = logging.getLogger(__name__)
+basic = HTTPBasic(auto_error=False)
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
+    """Build the app. Encoders load once in the lifespan unless a predictor is given."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        r = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        app.state.redis = r
+        if predictor is None:
+            from backend.encoders import load_encoders
+
+            app.state.predictor = Predictor(settings, load_encoders(settings), r)
+        else:
+            app.state.predictor = predictor
+        yield
+        r.close()
+
+    app = FastAPI(title="broaden", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    _add_error_handlers(app)
+    _add_routes(app, settings)
+    return app
+
+
+def _check_auth(settings: Settings) -> Callable[[HTTPBasicCredentials | None], None]:
+    def check(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> None:
+        if not settings.basic_auth_user or settings.basic_auth_pass is None:
+            return
+        ok = creds is not None and hmac.compare_digest(
+            creds.username.encode(), settings.basic_auth_user.encode()
+        ) & hmac.compare_digest(creds.password.encode(), settings.basic_auth_pass.get_secret_value().encode())
+        if not ok:
+            raise _Unauthorized()
+
+    return check
+
+
+class _Unauthorized(BroadenError):
+    status_code = 401
+
+    def __init__(self) -> None:
+        super().__init__("basic auth credentials are missing or wrong (set them on the Model page)")
+
+
+def _add_routes(app: FastAPI, settings: Settings) -> None:
+    auth = [Depends(_check_auth(settings))]
+
+    def predictor(request: Request) -> Predictor:
+        return request.app.state.predictor  # type: ignore[no-any-return]
+
+    PredictorDep = Annotated[Predictor, Depends(predictor)]
+
+    @app.get("/", dependencies=auth)
+    @app.get("/health", dependencies=auth)
+    async def health(request: Request) -> dict[str, Any]:
+        p: Predictor = request.app.state.predictor
+        enc = p.encoders
+        return {
+            "status": "UP",
+            "model_class": "VLMAE",
+            "fusion": settings.fusion,
+            "encoders": {"image": enc.image.id, "text": enc.text.id, "audio": enc.audio.id},
+        }
+
+    @app.post("/setup", dependencies=auth)
+    def setup(body: SetupRequest, p: PredictorDep) -> SetupResponse:
+        return SetupResponse(model_version=p.setup(body.project, body.label_config))
+
+    @app.post("/predict", dependencies=auth)
+    def predict(body: PredictRequest, p: PredictorDep) -> PredictResponse:
+        started = time.perf_counter()
+        config = p.config_for(body.project, body.label_config)
+        tasks = [t.model_dump() for t in body.tasks]
+        results = p.predict(tasks, config, body.project)
+        log.info(
+            "predict project=%s tasks=%d empty=%d in %.3fs",
+            body.project, len(tasks), sum(not r.result for r in results), time.perf_counter() - started,
+        )
+        return PredictResponse(results=results)
+
+    # No auth here: Label Studio sends webhooks without credentials. A payload is only a hint;
+    # jobs read the truth back from Label Studio's API.
+    @app.post("/webhook")
+    def webhook(body: WebhookRequest, request: Request) -> WebhookResponse:
+        job_id = enqueue.event(request.app.state.redis, body)
+        return WebhookResponse(status="queued" if job_id else "ignored", job_id=job_id)
+
+    @app.get("/versions", dependencies=auth)
+    def versions(p: PredictorDep, project: int | None = None) -> dict[str, Any]:
+        from backend.state import ProjectState
+
+        current = ProjectState(p.r, project).model_version() if project is not None else None
+        return {"versions": [current] if current else [], "model_dir": None}
+
+    @app.post("/job_status", dependencies=auth)
+    def job_status(body: JobStatusRequest, request: Request) -> dict[str, Any]:
+        return enqueue.status(request.app.state.redis, body.job)
+
+
+def _error(status: int, error: str, detail: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": error, "detail": detail})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, "malformed JSON", "the request body is not valid JSON")
+        # loc + message only: never echo the payload back
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors]
+        return _error(422, "invalid payload", detail)
+
+    @app.exception_handler(BroadenError)
+    async def broaden_error(_: Request, exc: BroadenError) -> JSONResponse:
+        return _error(exc.status_code, type(exc).__name__, str(exc))
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        log.error("redis unavailable: %s", type(exc).__name__)
+        return _error(503, "RedisUnavailable", "broaden's Redis did not answer; retry shortly")
+
+    @app.middleware("http")
+    async def last_resort(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            return await call_next(request)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return _error(500, "internal error", "see the backend's log")

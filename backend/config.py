@@ -1,0 +1,69 @@
+"""Settings, read once from the environment (prefix BROADEN_, plus Label Studio's own names)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Fusion = Literal["attention", "mean", "none"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROADEN_", extra="ignore")
+
+    # Shared with Label Studio's own conventions (no prefix).
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))
+    label_studio_url: str | None = Field(None, validation_alias=AliasChoices("LABEL_STUDIO_URL"))
+    label_studio_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY")
+    )
+    basic_auth_user: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_USER"))
+    basic_auth_pass: SecretStr | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_PASS"))
+
+    host: str = "0.0.0.0"
+    port: int = 9090
+    log_level: str = "INFO"
+
+    # Encoders: "default" is the packaged, offline set; anything else is a Hugging Face
+    # checkpoint name or a local directory saved with save_pretrained.
+    image_encoder: str = "default"
+    text_encoder: str = "default"
+    audio_encoder: str = "default"
+    fusion: Fusion = "attention"
+    torch_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    # Where assembled model files live (the packaged Whisper-base is stored in two parts).
+    cache_dir: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/broaden"))
+
+    # Media: where local paths may be read from (os.pathsep-separated), and the limits.
+    media_roots: str = ""
+    media_timeout_s: float = 15.0
+    media_max_bytes: int = 50 * 1024 * 1024
+    image_max_pixels: int = 64_000_000
+    audio_max_s: float = 30.0
+    text_max_chars: int = 20_000
+    # How long an http(s) URL's content is trusted before it is fetched again to see if it changed.
+    url_revalidate_s: int = 3600
+
+    # Training of the fusion layer and head.
+    train_epochs: int = 60
+    train_batch_size: int = 64
+    train_lr: float = 3e-3
+    seed: int = 0
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir)
+
+    @property
+    def media_root_list(self) -> list[str]:
+        return [os.path.realpath(p) for p in self.media_roots.split(os.pathsep) if p]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

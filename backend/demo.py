@@ -1,0 +1,328 @@
+"""A small, real multimodal demo set: second-hand marketplace listings to moderate.
+
+Each listing has a product photo (a real Fashion-MNIST image), a seller caption and a spoken
+voice-over (espeak-ng). Policy violations are said only in the voice-over while the caption
+stays innocent, so those items (tagged "audio_sensitive") can only be labelled from audio.
+Test items draw from separate sentence pools and from the Fashion-MNIST test file, so a
+benchmark can hold out wordings and images it has never seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+SAMPLE_RATE = 16_000
+MAX_CLIP_S = 6.0
+IMAGE_SIZE = 112
+TEST_FRACTION = 0.25
+VIOLATION_RATE = 0.17
+HARD_NEGATIVE_RATE = 0.25  # OK voice-overs that mention payment innocently
+VAGUE_CAPTION_RATE = 0.25  # captions that say nothing about the category
+
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Text name="caption" value="$caption"/>
+  <Audio name="voiceover" value="$audio"/>
+  <Header value="Product category"/>
+  <Choices name="category" toName="image" choice="single" showInline="true">
+    <Choice value="Top"/>
+    <Choice value="Bottom"/>
+    <Choice value="Dress"/>
+    <Choice value="Outerwear"/>
+    <Choice value="Footwear"/>
+    <Choice value="Bag"/>
+  </Choices>
+  <Header value="Policy"/>
+  <Choices name="policy" toName="voiceover" choice="single" showInline="true">
+    <Choice value="OK"/>
+    <Choice value="Violation"/>
+  </Choices>
+</View>
+"""
+
+# Fashion-MNIST class id -> (category, nouns a seller might use for it).
+CLASSES: dict[int, tuple[str, list[str]]] = {
+    0: ("Top", ["t-shirt", "tee", "top"]),
+    1: ("Bottom", ["trousers", "jeans", "pants"]),
+    2: ("Top", ["pullover", "jumper", "sweater"]),
+    3: ("Dress", ["dress", "summer dress", "midi dress"]),
+    4: ("Outerwear", ["coat", "winter coat", "jacket"]),
+    5: ("Footwear", ["sandals", "summer sandals"]),
+    6: ("Top", ["shirt", "blouse", "button-up shirt"]),
+    7: ("Footwear", ["sneakers", "trainers"]),
+    8: ("Bag", ["bag", "handbag", "tote bag"]),
+    9: ("Footwear", ["ankle boots", "boots"]),
+}
+CATEGORIES = ["Top", "Bottom", "Dress", "Outerwear", "Footwear", "Bag"]
+CONDITIONS = ["barely worn", "worn a few times", "in great condition", "new with tags", "gently used"]
+
+# fmt: off
+# Words that would give a violation away in text; captions must never contain them.
+VIOLATION_TERMS = [
+    "wire", "transfer", "gift card", "crypto", "bitcoin", "whatsapp", "telegram", "cash",
+    "replica", "fake", "counterfeit", "copy", "bank", "outside", "pay", "payment",
+]
+
+# Per split: caption templates, vague captions, OK / look-alike OK / violation voice-overs.
+TEMPLATES: dict[str, dict[str, list[str]]] = {
+    "pool": {
+        "caption": ["{Noun}, {size}. {Cond}.", "Selling my {noun}, {cond}.",
+                    "Like-new {noun}, {cond}, {size}.", "{Noun} up for grabs, {cond}."],
+        "vague": ["Great item, barely used.", "Clearing out my wardrobe, everything must go.",
+                  "Good condition, see photo.", "Lovely piece, just not my style anymore."],
+        "ok": ["Ships within two days.", "Comes from a smoke-free home.",
+               "Measurements are in the description.", "Washed once, never worn outside the house.",
+               "Happy to answer questions about the fit.", "Bundle discount if you buy two items.",
+               "Posted with tracking and packed carefully.", "True to size, it just never suited me."],
+        "lookalike": ["Payment through the app only, please.",
+                      "Please use the checkout button, I cannot accept anything else.",
+                      "Buyer protection applies, so pay in the app.",
+                      "Price is firm and payment goes through the platform."],
+        "violation": ["Pay me by wire transfer and I will ship it today.",
+                      "I only take gift cards, send me the codes first.",
+                      "Text me on WhatsApp and we can skip the app fees.",
+                      "Cash only, we meet outside the app.",
+                      "It is a replica of a designer brand, looks just like the real thing.",
+                      "I accept bitcoin, send it to my wallet before shipping.",
+                      "Pay with crypto and I will give you ten percent off.",
+                      "Do not buy through the app, send the money straight to my bank.",
+                      "Add me on Telegram to arrange payment privately."],
+    },
+    "test": {
+        "caption": ["{Noun} for sale. {Size}, {cond}.", "Pre-loved {noun}, {cond}, {size}."],
+        "vague": ["Gently used, great value.", "Spring clean sale, see picture."],
+        "ok": ["Dispatched the next working day.", "No pets and no smoking in our house.",
+               "Check the photos for the exact colour.", "Worn twice, still in lovely condition."],
+        "lookalike": ["I only accept payment in the app, for your safety.",
+                      "Secure checkout only, no other payment methods."],
+        "violation": ["Bank transfer only please, the app takes too much.",
+                      "I can do it cheaper if you pay in cryptocurrency.",
+                      "Reach me on WhatsApp and pay me there instead.",
+                      "Buy me a gift card for the amount and I will post it.",
+                      "It is a high quality fake of a luxury label.",
+                      "Cancel the order here and pay me cash when we meet."],
+    },
+}
+
+# fmt: on
+
+# Built-in espeak-ng voices and variants (mbrola voices need extra packages, so none here).
+VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbcwmd"]
+VARIANTS = ["", "f2", "f3", "f4", "m3", "m4", "m7"]
+APT_HINT = "sudo apt-get install espeak-ng dataset-fashion-mnist"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a gzipped idx file (big-endian header: magic, then one uint32 per dimension)."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+
+
+def load_fashion_mnist(data_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) and labels (N,) of one part: "train" or "t10k"."""
+    files = [data_dir / f"{part}-images-idx3-ubyte.gz", data_dir / f"{part}-labels-idx1-ubyte.gz"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise RuntimeError(f"Fashion-MNIST files missing ({', '.join(missing)}); install with: {APT_HINT}")
+    return _read_idx(files[0]), _read_idx(files[1])
+
+
+def _espeak_names(kind: str) -> set[str]:
+    """Voice (language column) or variant (file basename) names espeak-ng knows."""
+    out = subprocess.run(["espeak-ng", f"--voices={kind}"], capture_output=True, text=True, check=True)
+    rows = [line.split() for line in out.stdout.splitlines()[1:] if line.strip()]
+    return {r[1] for r in rows} if kind == "en" else {r[-1].split("/")[-1] for r in rows}
+
+
+def available_voices() -> list[str]:
+    """espeak-ng voice strings to draw from; checked up front because unknown names fall back silently."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError(f"espeak-ng not found on PATH; install with: {APT_HINT}")
+    langs, variants = _espeak_names("en"), _espeak_names("variant")
+    voices = [v for v in VOICES if v in langs]
+    if not voices:
+        raise RuntimeError(f"espeak-ng has none of the English voices {VOICES}")
+    return [v + (f"+{x}" if x else "") for v in voices for x in VARIANTS if not x or x in variants]
+
+
+def speak(text: str, voice: str, speed: int, pitch: int, path: Path) -> float:
+    """Render text with espeak-ng to a 16 kHz mono WAV at path; returns the duration in seconds."""
+    import torch
+    import torchaudio.functional as AF
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        for _ in range(2):  # a second, faster take if the first runs over the clip limit
+            cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), text]
+            subprocess.run(cmd, capture_output=True, check=True, timeout=60)
+            audio, rate = sf.read(raw, dtype="float32", always_2d=True)
+            if len(audio) / rate <= MAX_CLIP_S:
+                break
+            speed = min(320, int(speed * len(audio) / rate / (MAX_CLIP_S - 0.3)) + 1)
+    wave = torch.from_numpy(audio.mean(axis=1))
+    if rate != SAMPLE_RATE:
+        wave = AF.resample(wave, rate, SAMPLE_RATE)
+    wave = wave[: int(MAX_CLIP_S * SAMPLE_RATE)].numpy()
+    sf.write(path, wave, SAMPLE_RATE, subtype="PCM_16")
+    return len(wave) / SAMPLE_RATE
+
+
+def render_image(pixels: np.ndarray, tint: np.ndarray, path: Path) -> None:
+    """Upscale a 28x28 grey image to an RGB PNG, tinted so listings do not all look alike."""
+    grey = Image.fromarray(pixels).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    rgb = np.asarray(grey, dtype=np.float32)[..., None] * tint[None, None, :]
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(path)
+
+
+def _caption(rng: np.random.Generator, pools: dict[str, list[str]], fm_class: int, vague: bool) -> str:
+    if vague:
+        return str(rng.choice(pools["vague"]))
+    noun = str(rng.choice(CLASSES[fm_class][1]))
+    cat = CLASSES[fm_class][0]
+    if cat == "Bag":
+        size = "one size"
+    elif cat == "Footwear":
+        size = f"EU size {rng.integers(36, 45)}"
+    else:
+        size = f"size {rng.choice(['XS', 'S', 'M', 'L', 'XL'])}"
+    cond = str(rng.choice(CONDITIONS))
+    text = str(rng.choice(pools["caption"]))
+    fields = dict(noun=noun, Noun=noun.capitalize(), size=size, Size=size[0].upper() + size[1:], cond=cond)
+    return text.format(**fields, Cond=cond.capitalize())
+
+
+def _pick_image(
+    rng: np.random.Generator, data: tuple[np.ndarray, np.ndarray], fm_class: int, split: str, used: set
+) -> np.ndarray:
+    """A not yet used image of the class; test items come from the t10k file, pool items from train."""
+    images, labels = data
+    candidates = np.flatnonzero(labels == fm_class)
+    index = int(rng.choice(candidates))
+    while (split, index) in used:
+        index = int(rng.choice(candidates))
+    used.add((split, index))
+    return images[index]
+
+
+def _speech(rng: np.random.Generator, pools: dict[str, list[str]], violation: bool) -> tuple[str, str, list]:
+    """Voice-over sentence, policy label and tags for one item."""
+    if violation:  # caption and photo look fine; only the voice-over tells
+        return str(rng.choice(pools["violation"])), "Violation", ["audio_sensitive"]
+    if rng.random() < HARD_NEGATIVE_RATE:
+        return str(rng.choice(pools["lookalike"])), "OK", ["payment_lookalike"]
+    return str(rng.choice(pools["ok"])), "OK", []
+
+
+def _plan(rng: np.random.Generator, n_items: int) -> list[dict]:
+    """Category, split and policy per item: balanced categories, a few violations in each split."""
+    categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(n_items)]
+    categories = [categories[i] for i in rng.permutation(n_items)]
+    n_test = max(1, round(n_items * TEST_FRACTION))
+    splits = np.array(["test"] * n_test + ["pool"] * (n_items - n_test))[rng.permutation(n_items)]
+    violation = np.zeros(n_items, dtype=bool)
+    for split in ("pool", "test"):
+        members = np.flatnonzero(splits == split)
+        k = max(1, round(len(members) * VIOLATION_RATE))
+        violation[rng.choice(members, size=k, replace=False)] = True
+    return [
+        {"category": c, "split": str(s), "violation": bool(v)}
+        for c, s, v in zip(categories, splits, violation, strict=True)
+    ]
+
+
+def build_demo(out_dir: Path, n_items: int = 48, seed: int = 0, data_dir: Path = FASHION_MNIST_DIR) -> Path:
+    """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path."""
+    if n_items < 4:
+        raise ValueError("n_items must be at least 4 (both splits need a violation and an OK item)")
+    voices = available_voices()
+    data = {"pool": load_fashion_mnist(data_dir, "train"), "test": load_fashion_mnist(data_dir, "t10k")}
+    out_dir = Path(out_dir)
+    for sub in ("images", "audio"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out_dir / sub).glob("item-*"):  # left over from a larger earlier build
+            stale.unlink()
+
+    rng = np.random.default_rng(seed)
+    used: set[tuple[str, int]] = set()
+    records, tasks = [], []
+    for i, plan in enumerate(tqdm(_plan(rng, n_items), desc="demo items", disable=n_items < 24)):
+        split, pools = plan["split"], TEMPLATES[plan["split"]]
+        fm_class = int(rng.choice([k for k, (cat, _) in CLASSES.items() if cat == plan["category"]]))
+        pixels = _pick_image(rng, data[split], fm_class, split, used)
+        speech, policy, tags = _speech(rng, pools, plan["violation"])
+        vague = bool(rng.random() < VAGUE_CAPTION_RATE)
+        tags += ["vague_caption"] if vague else []  # the photo is needed for the category
+        caption = _caption(rng, pools, fm_class, vague)
+
+        item_id = f"item-{i:04d}"
+        image_rel, audio_rel = f"images/{item_id}.png", f"audio/{item_id}.wav"
+        render_image(pixels, rng.uniform(0.7, 1.0, size=3).astype(np.float32), out_dir / image_rel)
+        voice, speed, pitch = str(rng.choice(voices)), int(rng.integers(140, 186)), int(rng.integers(25, 76))
+        speak(speech, voice, speed, pitch, out_dir / audio_rel)
+
+        label = {"category": plan["category"], "policy": policy}
+        media = {"image": image_rel, "text": caption, "audio": audio_rel}
+        records.append({"id": item_id, **media, "label": label, "tags": tags, "split": split})
+        tasks.append({"data": {"image": image_rel, "caption": caption, "audio": audio_rel}})
+
+    manifest = out_dir / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))
+    (out_dir / "label_config.xml").write_text(LABEL_CONFIG)
+    return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory to write the demo set into")
+    parser.add_argument("--items", type=int, default=48, help="number of listings (default 48)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--fashion-mnist",
+        type=Path,
+        default=FASHION_MNIST_DIR,
+        help=f"directory with the Fashion-MNIST idx .gz files (default {FASHION_MNIST_DIR})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest = build_demo(args.out, n_items=args.items, seed=args.seed, data_dir=args.fashion_mnist)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    violations = sum(r["label"]["policy"] == "Violation" for r in records)
+    n_test = sum(r["split"] == "test" for r in records)
+    log.info(
+        "Wrote %d listings (%d violations, %d test) to %s", len(records), violations, n_test, manifest.parent
+    )
+    log.info(
+        "Import %s into a project set up with %s",
+        manifest.parent / "tasks.json",
+        manifest.parent / "label_config.xml",
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m backend.demo", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

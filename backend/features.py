@@ -1,0 +1,174 @@
+"""Encoder outputs per task: fetched, decoded, encoded once, cached in Redis.
+
+Two levels of keys so a changed media file is re-encoded and an unchanged one never is:
+  ref key  (encoder id + where the media is, incl. mtime for files) -> content digest
+  feat key (encoder id + content digest)                              -> float16 tokens
+Ref keys of http(s) URLs expire after `url_revalidate_s`, so a URL whose content
+changed is fetched again; if its bytes are the same, the features are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from backend.config import Settings
+from backend.encoders import Array, Encoders
+from backend.errors import MediaError
+from backend.labelconfig import LabelConfig, ObjectTag
+from backend.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
+
+log = logging.getLogger(__name__)
+
+FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be recomputed
+ENCODE_BATCH = 32
+FETCH_THREADS = 8
+
+TaskFeatures = dict[str, Array]  # object tag name -> (tokens, dim)
+
+
+@dataclass
+class Featurized:
+    """Per task, in input order: its features, or the reason it could not be encoded."""
+
+    features: list[TaskFeatures | None]
+    errors: dict[int, str] = field(default_factory=dict)  # position -> reason
+    encoded: int = 0  # media items that had to be encoded (cache misses)
+
+
+@dataclass
+class _Item:
+    pos: int
+    obj: ObjectTag
+    ref: MediaRef
+    ref_key: str
+    digest: str | None = None
+
+
+def pack(a: Array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a.astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
+
+
+def unpack(b: bytes) -> Array:
+    return np.load(io.BytesIO(b), allow_pickle=False).astype(np.float32)
+
+
+class FeatureStore:
+    def __init__(self, r: redis.Redis, settings: Settings, encoders: Encoders, fetcher: MediaFetcher):
+        self.r, self.settings, self.encoders, self.fetcher = r, settings, encoders, fetcher
+
+    def featurize(self, tasks: Sequence[dict[str, Any]], config: LabelConfig) -> Featurized:
+        """tasks: Label Studio tasks ({"id", "data"}). Never raises for one bad task."""
+        out = Featurized(features=[{} for _ in tasks])
+        items = self._resolve(tasks, config, out)
+        self._lookup_digests(items)
+        missing = [it for it in items if it.digest is None]
+        self._fetch_and_encode(missing, out)
+        self._load(items, out)
+        for pos in out.errors:
+            out.features[pos] = None
+        return out
+
+    # -- steps
+
+    def _resolve(self, tasks: Sequence[dict[str, Any]], config: LabelConfig, out: Featurized) -> list[_Item]:
+        items = []
+        for pos, task in enumerate(tasks):
+            data = task.get("data") or {}
+            present = [o for o in config.objects if data.get(o.value_key) not in (None, "")]
+            if not present:
+                keys = sorted({o.value_key for o in config.objects})
+                out.errors[pos] = f"task data has none of the keys {keys}"
+                continue
+            try:
+                for obj in present:
+                    items.append(self._item(pos, obj, data[obj.value_key]))
+            except MediaError as e:
+                out.errors[pos] = f"{obj.name}: {e}"
+        return [it for it in items if it.pos not in out.errors]
+
+    def _item(self, pos: int, obj: ObjectTag, value: Any) -> _Item:
+        if not isinstance(value, str):
+            raise MediaError(f"expected a string in data.{obj.value_key}, got {type(value).__name__}")
+        inline = obj.kind == "text" and not obj.text_is_url
+        ref = self.fetcher.resolve(value, inline_text=inline)
+        enc_id = self.encoders.for_kind(obj.kind).id
+        return _Item(pos, obj, ref, f"broaden:ref:{enc_id}:{_sha(self.fetcher.cache_key(ref))}")
+
+    def _lookup_digests(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        for it, digest in zip(items, self.r.mget([it.ref_key for it in items]), strict=True):
+            it.digest = digest.decode() if digest else None
+
+    def _fetch_and_encode(self, items: list[_Item], out: Featurized) -> None:
+        if not items:
+            return
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            decoded = list(pool.map(self._fetch_decode, items))
+        by_kind: dict[str, list[tuple[_Item, Any, str]]] = {}
+        for it, result in zip(items, decoded, strict=True):
+            if isinstance(result, MediaError):
+                out.errors.setdefault(it.pos, f"{it.obj.name}: {result}")
+                log.warning("task at position %d: %s: %s", it.pos, it.obj.name, result)
+            else:
+                by_kind.setdefault(it.obj.kind, []).append((it, *result))
+        pipe = self.r.pipeline(transaction=False)
+        for kind, group in by_kind.items():
+            self._encode_group(kind, group, pipe, out)
+        pipe.execute()
+
+    def _fetch_decode(self, it: _Item) -> tuple[Any, str] | MediaError:
+        s = self.settings
+        decoders: dict[str, Callable[[bytes], Any]] = {
+            "image": lambda b: decode_image(b, s.image_max_pixels),
+            "audio": lambda b: decode_audio(b, self.encoders.audio_sample_rate, s.audio_max_s),
+            "text": lambda b: decode_text(b, s.text_max_chars),
+        }
+        try:
+            raw = self.fetcher.fetch(it.ref)
+            return decoders[it.obj.kind](raw), hashlib.sha256(raw).hexdigest()
+        except MediaError as e:
+            return e
+
+    def _encode_group(self, kind: str, group: list[tuple[_Item, Any, str]], pipe: Any, out: Featurized) -> None:
+        encoder = self.encoders.for_kind(kind)
+        ttl = {"url": self.settings.url_revalidate_s}
+        # Same bytes under several refs are encoded once.
+        unique = {digest: media for _, media, digest in group}
+        digests = list(unique)
+        for start in range(0, len(digests), ENCODE_BATCH):
+            chunk = digests[start : start + ENCODE_BATCH]
+            for digest, tokens in zip(chunk, encoder.encode([unique[d] for d in chunk]), strict=True):
+                pipe.set(f"broaden:feat:{encoder.id}:{digest}", pack(tokens), ex=FEATURE_TTL_S)
+        for it, _, digest in group:
+            pipe.set(it.ref_key, digest, ex=ttl.get(it.ref.kind, FEATURE_TTL_S))
+            it.digest = digest
+        out.encoded += len(digests)
+
+    def _load(self, items: list[_Item], out: Featurized) -> None:
+        items = [it for it in items if it.pos not in out.errors and it.digest]
+        if not items:
+            return
+        keys = [f"broaden:feat:{self.encoders.for_kind(it.obj.kind).id}:{it.digest}" for it in items]
+        for it, blob in zip(items, self.r.mget(keys), strict=True):
+            if blob is None:  # evicted between lookup and load: rare, and only this task pays
+                out.errors.setdefault(it.pos, f"{it.obj.name}: cached features vanished, retry")
+                continue
+            feats = out.features[it.pos]
+            if feats is not None:
+                feats[it.obj.name] = unpack(blob)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

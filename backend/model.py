@@ -1,0 +1,170 @@
+"""VLMAE: frozen encoder tokens, audio mid-fusion by gated cross-attention, one head per Choices.
+
+Our reading of the paper (its exact layer shapes are not public, so these are ours):
+
+    image tokens ─┐                       (B, Tv, d)                      (B, d)
+    text tokens  ─┼─ proj + object emb ─▶ VL seq ─ x-attn(audio) ─ gate ─▶ pool ─▶ heads
+    [query token]─┘                          ▲
+    audio frames ── proj + object emb ───────┘ (B, Ta, d)
+
+The gate is tanh(alpha) with alpha = 0 at init, so an untrained fusion layer is
+exactly the VL model alone and audio is let in only as far as training finds it
+useful. `fusion="mean"` is the baseline the paper beats (average-pooled audio
+concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
+The pooled embedding (B, d) is also the latent space LSB searches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+KINDS = ("image", "text", "audio")
+
+
+@dataclass
+class FusionConfig:
+    input_dims: dict[str, int]  # encoder output size per kind: {"image": 1280, "text": 384, "audio": 512}
+    objects: list[tuple[str, str]]  # (object tag name, kind) from the label config; index = embedding id
+    heads: list[tuple[str, int, bool]]  # (control name, number of labels, multiple choice)
+    fusion: str = "attention"  # attention | mean | none
+    d_model: int = 256
+    n_heads: int = 4
+    dropout: float = 0.1
+    extra: dict[str, str] = field(default_factory=dict)  # free-form provenance (encoder ids)
+
+
+@dataclass
+class Batch:
+    """Padded tokens per kind: tokens (B, T, D_kind), object index (B, T), mask (B, T) True = real."""
+
+    tokens: dict[str, torch.Tensor]
+    objects: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.masks.values())).shape[0]
+
+
+class GatedCrossAttention(nn.Module):
+    """VL tokens attend to audio frames; a tanh gate starting at 0 scales what is added."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, n_heads, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
+        self.gate_attn = nn.Parameter(torch.zeros(1))
+        self.gate_ff = nn.Parameter(torch.zeros(1))
+
+    def forward(self, vl: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        has_audio = audio_mask.any(1)  # (B,)
+        # A row with no audio would attend over nothing (NaN); let it see a dummy key, then zero it.
+        safe_mask = audio_mask.clone()
+        safe_mask[~has_audio, 0] = True
+        kv = self.norm_kv(audio)
+        y, _ = self.attn(self.norm_q(vl), kv, kv, key_padding_mask=~safe_mask, need_weights=False)
+        y = y * has_audio[:, None, None]
+        vl = vl + torch.tanh(self.gate_attn) * y
+        return vl + torch.tanh(self.gate_ff) * self.ff(self.norm_ff(vl)) * has_audio[:, None, None]
+
+
+class VLMAE(nn.Module):
+    def __init__(self, cfg: FusionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.proj = nn.ModuleDict(
+            {k: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, d)) for k, dim in cfg.input_dims.items()}
+        )
+        self.object_emb = nn.Embedding(max(1, len(cfg.objects)), d)
+        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # keeps the VL sequence non-empty
+        self.fuse = GatedCrossAttention(d, cfg.n_heads, cfg.dropout) if cfg.fusion == "attention" else None
+        self.mean_proj = nn.Linear(2 * d, d) if cfg.fusion == "mean" else None
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleList([nn.Linear(d, n) for _, n, _ in cfg.heads])
+
+    def _tokens(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if kind not in batch.tokens or kind not in self.proj:
+            return None
+        x = self.proj[kind](batch.tokens[kind]) + self.object_emb(batch.objects[kind])
+        return x, batch.masks[kind]
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The fused, pooled embedding (B, d): the latent space of LSB."""
+        b = batch.size
+        parts = [(self.query.expand(b, -1, -1), torch.ones(b, 1, dtype=torch.bool))]
+        parts += [p for k in ("image", "text") if (p := self._tokens(batch, k)) is not None]
+        vl = torch.cat([p[0] for p in parts], 1)  # (B, Tv, d)
+        vl_mask = torch.cat([p[1] for p in parts], 1)
+        audio = self._tokens(batch, "audio") if self.cfg.fusion != "none" else None
+        if audio is not None and self.fuse is not None:
+            vl = self.fuse(vl, *audio)
+        pooled = _masked_mean(vl, vl_mask)
+        if audio is not None and self.mean_proj is not None:
+            pooled = self.mean_proj(torch.cat([pooled, _masked_mean(*audio)], -1))
+        return self.norm(pooled)
+
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        """Logits per head, each (B, n_labels)."""
+        z = self.drop(self.embed(batch))
+        return [head(z) for head in self.heads]
+
+    def probabilities(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [
+            torch.sigmoid(lg) if multiple else F.softmax(lg, -1)
+            for lg, (_, _, multiple) in zip(logits, self.cfg.heads, strict=True)
+        ]
+
+    def loss(self, logits: list[torch.Tensor], targets: list[torch.Tensor], has: list[torch.Tensor]) -> torch.Tensor:
+        """Mean over heads of the loss on the tasks labelled for that head.
+
+        targets[h]: (B, n) one-hot / multi-hot; has[h]: (B,) bool, the task has a label for head h.
+        """
+        total, count = logits[0].new_zeros(()), 0
+        for lg, y, m, (_, _, multiple) in zip(logits, targets, has, self.cfg.heads, strict=True):
+            if not m.any():
+                continue
+            lg, y = lg[m], y[m]
+            if multiple:
+                total = total + F.binary_cross_entropy_with_logits(lg, y)
+            else:
+                total = total + F.cross_entropy(lg, y.argmax(-1), label_smoothing=0.05)
+            count += 1
+        return total / max(count, 1)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[:, :, None].to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def collate(features: list[dict[str, np.ndarray]], cfg: FusionConfig) -> Batch:
+    """Per-task {object name: (T, D)} -> padded tensors per kind (rows with nothing are all-masked)."""
+    index = {name: i for i, (name, _) in enumerate(cfg.objects)}
+    kind_of = dict(cfg.objects)
+    tokens, objects, masks = {}, {}, {}
+    for kind, dim in cfg.input_dims.items():
+        rows = [
+            [(index[name], arr) for name, arr in sorted(f.items()) if kind_of.get(name) == kind]
+            for f in features
+        ]
+        width = max([1] + [sum(len(a) for _, a in row) for row in rows])
+        t = torch.zeros(len(rows), width, dim)
+        o = torch.zeros(len(rows), width, dtype=torch.long)
+        m = torch.zeros(len(rows), width, dtype=torch.bool)
+        for b, row in enumerate(rows):
+            at = 0
+            for obj, arr in row:
+                n = len(arr)
+                t[b, at : at + n] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+                o[b, at : at + n], m[b, at : at + n] = obj, True
+                at += n
+        tokens[kind], objects[kind], masks[kind] = t, o, m
+    return Batch(tokens, objects, masks)

@@ -1,0 +1,112 @@
+"""Payloads that cross the wire between Label Studio and broaden.
+
+Inbound models ignore unknown keys (Label Studio adds fields between releases);
+our own responses forbid them so a typo cannot ship.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Inbound(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_project_id(value: Any) -> int | None:
+    """Label Studio sends the project as "<id>.<created unix ts>", an int, or {"id": ...}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool):
+        raise ValueError("project must be an id, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        head = value.split(".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    raise ValueError(f"project must look like '<id>.<timestamp>' or an integer id, got {value!r}")
+
+
+class Task(Inbound):
+    id: int
+    data: dict[str, Any]
+
+
+class PredictParams(Inbound):
+    context: dict[str, Any] | None = None
+
+
+class PredictRequest(Inbound):
+    tasks: list[Task] = Field(max_length=10_000)
+    project: int | None = None
+    label_config: str | None = None
+    params: PredictParams | None = None
+
+    _project = field_validator("project", mode="before")(parse_project_id)
+
+
+class Region(Outbound):
+    from_name: str
+    to_name: str
+    type: str = "choices"
+    value: dict[str, list[str]]
+    score: float
+
+
+class Prediction(Outbound):
+    result: list[Region]
+    score: float | None = None
+    model_version: str
+
+
+class PredictResponse(Outbound):
+    results: list[Prediction]
+
+
+class SetupRequest(Inbound):
+    project: int
+    label_config: str = Field(alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    model_version: str | None = None
+    extra_params: dict[str, Any] | str | None = None
+
+    _project = field_validator("project", mode="before")(parse_project_id)
+
+
+class SetupResponse(Outbound):
+    model_version: str
+
+
+class WebhookRequest(Inbound):
+    action: str = Field(min_length=1, max_length=100)
+    project: int | None = None
+    annotation: dict[str, Any] | None = None
+    annotations: list[dict[str, Any]] | None = None
+    task: dict[str, Any] | None = None
+    tasks: list[dict[str, Any]] | None = None
+
+    _project = field_validator("project", mode="before")(parse_project_id)
+
+
+class WebhookResponse(Outbound):
+    status: str
+    job_id: str | None = None
+
+
+class JobStatusRequest(Inbound):
+    job: str = Field(min_length=1, max_length=200)
+
+
+class ErrorResponse(Outbound):
+    error: str
+    detail: str | list[Any]

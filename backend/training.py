@@ -1,0 +1,147 @@
+"""Train the fusion layer and heads of VLMAE on cached encoder features; save and load them.
+
+Only the small trainable part lives here: the encoders stay frozen, so a project's
+model is a few MB and trains in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.config import Settings
+from backend.encoders import Encoders
+from backend.labelconfig import LabelConfig
+from backend.model import VLMAE, FusionConfig, collate
+
+log = logging.getLogger(__name__)
+
+Labels = list[list[str] | None]  # per head: the task's chosen labels, or None if unlabelled
+
+
+@dataclass
+class TrainedModel:
+    model: VLMAE
+    version: str
+    fingerprint: str  # label config fingerprint it was trained for
+    n_train: int
+
+
+def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
+    kinds = sorted(config.kinds)
+    return FusionConfig(
+        input_dims={k: encoders.for_kind(k).dim for k in kinds},
+        objects=[(o.name, o.kind) for o in config.objects],
+        heads=[(c.name, len(c.labels), c.multiple) for c in config.controls],
+        fusion=fusion,
+        extra={k: encoders.for_kind(k).id for k in kinds},
+    )
+
+
+def labels_from_annotations(annotations: list[dict[str, Any]], config: LabelConfig) -> Labels:
+    """One task's labels per Choices control: majority over its submitted, non-cancelled
+    annotations (ties go to the most recent); labels outside the config are ignored."""
+    kept = [a for a in annotations if not a.get("was_cancelled") and a.get("result") is not None]
+    kept.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    out: Labels = []
+    for control in config.controls:
+        votes: list[tuple[str, ...]] = []
+        for ann in kept:
+            for region in ann["result"]:
+                if region.get("from_name") == control.name and region.get("type", "choices") == "choices":
+                    chosen = [c for c in (region.get("value") or {}).get("choices", []) if c in control.labels]
+                    if chosen:
+                        votes.append(tuple(sorted(chosen)))
+        if not votes:
+            out.append(None)
+            continue
+        counts = Counter(votes)
+        best = max(counts.values())
+        out.append(list(next(v for v in reversed(votes) if counts[v] == best)))
+    return out
+
+
+def _targets(labels: list[Labels], cfg: FusionConfig, config: LabelConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    ys, has = [], []
+    for h, control in enumerate(config.controls):
+        y = torch.zeros(len(labels), len(control.labels))
+        m = torch.zeros(len(labels), dtype=torch.bool)
+        for i, task_labels in enumerate(labels):
+            chosen = task_labels[h]
+            if chosen:
+                m[i] = True
+                for name in chosen:
+                    y[i, control.labels.index(name)] = 1.0
+        ys.append(y)
+        has.append(m)
+    return ys, has
+
+
+def train(
+    features: list[dict[str, np.ndarray]], labels: list[Labels], config: LabelConfig,
+    encoders: Encoders, settings: Settings,
+) -> TrainedModel:
+    """Full-batch-ish AdamW over the labelled tasks; deterministic for a given seed."""
+    torch.manual_seed(settings.seed)
+    cfg = fusion_config(config, encoders, settings.fusion)
+    model = VLMAE(cfg)
+    batch_all = collate(features, cfg)
+    ys, has = _targets(labels, cfg, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.train_lr, weight_decay=0.05)
+    n, bs = len(features), settings.train_batch_size
+    gen = torch.Generator().manual_seed(settings.seed)
+    started = time.perf_counter()
+    model.train()
+    for _ in range(settings.train_epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            sub = _index(batch_all, idx)
+            loss = model.loss(model(sub), [y[idx] for y in ys], [m[idx] for m in has])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    log.info("trained on %d tasks, %d epochs in %.2fs", n, settings.train_epochs, time.perf_counter() - started)
+    blob = to_bytes(model)
+    return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, n)
+
+
+def _index(batch: Any, idx: torch.Tensor) -> Any:
+    from backend.model import Batch
+
+    return Batch(
+        {k: v[idx] for k, v in batch.tokens.items()},
+        {k: v[idx] for k, v in batch.objects.items()},
+        {k: v[idx] for k, v in batch.masks.items()},
+    )
+
+
+def to_bytes(model: VLMAE) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict()}, buf)
+    return buf.getvalue()
+
+
+def from_bytes(blob: bytes) -> VLMAE:
+    saved = torch.load(io.BytesIO(blob), weights_only=True)
+    cfg = saved["config"]
+    cfg["objects"] = [tuple(o) for o in cfg["objects"]]
+    cfg["heads"] = [tuple(h) for h in cfg["heads"]]
+    model = VLMAE(FusionConfig(**cfg))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def version_of(blob: bytes, fusion: str) -> str:
+    """The model version is the digest of the saved weights: it changes exactly when they do."""
+    return f"vlmae-{fusion}-{hashlib.sha256(blob).hexdigest()[:10]}"

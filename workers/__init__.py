@@ -1,0 +1,1 @@
+"""RQ jobs of broaden: plain functions that the webhook enqueues."""
