@@ -62,6 +62,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     return app
 
 
+def _predictor(request: Request) -> Predictor:
+    return request.app.state.predictor  # type: ignore[no-any-return]
+
+
+PredictorDep = Annotated[Predictor, Depends(_predictor)]
+
+
 def _check_auth(settings: Settings) -> Callable[[HTTPBasicCredentials | None], None]:
     def check(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> None:
         if not settings.basic_auth_user or settings.basic_auth_pass is None:
@@ -84,11 +91,6 @@ class _Unauthorized(BroadenError):
 
 def _add_routes(app: FastAPI, settings: Settings) -> None:
     auth = [Depends(_check_auth(settings))]
-
-    def predictor(request: Request) -> Predictor:
-        return request.app.state.predictor  # type: ignore[no-any-return]
-
-    PredictorDep = Annotated[Predictor, Depends(predictor)]
 
     @app.get("/", dependencies=auth)
     @app.get("/health", dependencies=auth)

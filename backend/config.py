@@ -14,7 +14,7 @@ Fusion = Literal["attention", "mean", "none"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BROADEN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BROADEN_", extra="ignore", populate_by_name=True)
 
     # Shared with Label Studio's own conventions (no prefix).
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))

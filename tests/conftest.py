@@ -56,3 +56,22 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def encoders():
+    """The real packaged encoders, loaded once for the session."""
+    from backend.config import Settings
+    from backend.encoders import load_encoders
+
+    return load_encoders(Settings())
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A small demo set built by the same code as `broaden demo-data`."""
+    from backend.demo import build_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out, n_items=16, seed=0)
+    return out

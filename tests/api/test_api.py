@@ -1,0 +1,149 @@
+"""The HTTP contract, through the real app, real encoders and a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app import create_app
+from backend.config import Settings
+from backend.predictor import Predictor
+
+CONFIG = Path("label_config.xml").read_text()
+
+
+def demo_tasks(demo_dir: Path) -> list[dict]:
+    tasks = json.loads((demo_dir / "tasks.json").read_text())
+    for i, t in enumerate(tasks, start=1):
+        t["id"] = i
+        t["data"]["image"] = str(demo_dir / t["data"]["image"])
+        t["data"]["audio"] = str(demo_dir / t["data"]["audio"])
+    return tasks
+
+
+def with_auth(settings: Settings, user: str, password: str) -> Settings:
+    fields = settings.model_dump(exclude={"basic_auth_user", "basic_auth_pass", "label_studio_api_key"})
+    return Settings(**fields, basic_auth_user=user, basic_auth_pass=password)
+
+
+@pytest.fixture
+def settings(redis_url, demo_dir, tmp_path) -> Settings:
+    return Settings(redis_url=redis_url, media_roots=f"{demo_dir}:{tmp_path}")
+
+
+@pytest.fixture
+def client(settings, encoders, r):
+    app = create_app(settings, Predictor(settings, encoders, r))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_setup_predict(client, demo_dir):
+    health = client.get("/health").json()
+    assert health["status"] == "UP" and health["model_class"] == "VLMAE"
+    version = client.post("/setup", json={"project": "3.1700000000", "schema": CONFIG}).json()["model_version"]
+    assert version.startswith("zeroshot-")
+
+    tasks = demo_tasks(demo_dir)[:6]
+    body = client.post("/predict", json={"tasks": tasks, "project": "3.1700000000"}).json()
+    assert len(body["results"]) == 6
+    for res in body["results"]:
+        assert res["model_version"] == version
+        names = {(r["from_name"], r["to_name"]) for r in res["result"]}
+        assert names == {("category", "image"), ("policy", "voiceover")}
+        for region in res["result"]:
+            assert 0.0 < region["score"] <= 1.0
+            (label,) = region["value"]["choices"]
+            assert label in {"Top", "Bottom", "Dress", "Outerwear", "Footwear", "Bag", "OK", "Violation"}
+
+
+def test_bad_media_fails_only_its_task(client, demo_dir, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    good = demo_tasks(demo_dir)[0]
+    tasks = [
+        good,
+        {"id": 2, "data": {**good["data"], "image": str(broken)}},
+        {"id": 3, "data": {**good["data"], "audio": str(tmp_path / "missing.wav")}},
+        {"id": 4, "data": {"something_else": 1}},
+        {"id": 5, "data": {**good["data"], "image": "/etc/passwd"}},  # outside the media roots
+        {"id": 6, "data": {**good["data"], "caption": 42}},
+        good | {"id": 7},
+    ]
+    body = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG})
+    assert body.status_code == 200
+    results = body.json()["results"]
+    assert [bool(r["result"]) for r in results] == [True, False, False, False, False, False, True]
+    assert results[0]["result"] == results[6]["result"]
+
+
+def test_task_with_only_some_objects_is_predicted(client, demo_dir):
+    task = demo_tasks(demo_dir)[0]
+    del task["data"]["audio"]
+    (res,) = client.post("/predict", json={"tasks": [task], "label_config": CONFIG}).json()["results"]
+    assert res["result"]
+
+
+@pytest.mark.parametrize(
+    "body, status, error",
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"[1, 2]", 422, "invalid payload"),
+        (json.dumps({"tasks": "nope", "label_config": CONFIG}).encode(), 422, "invalid payload"),
+        (json.dumps({"label_config": CONFIG}).encode(), 422, "invalid payload"),
+        (json.dumps({"tasks": [{"id": "x", "data": {}}], "label_config": CONFIG}).encode(), 422, "invalid payload"),
+        (json.dumps({"tasks": [{"id": 1}], "label_config": CONFIG}).encode(), 422, "invalid payload"),
+        (json.dumps({"tasks": [], "project": "99.1"}).encode(), 422, "PayloadError"),
+        (json.dumps({"tasks": [], "project": "abc"}).encode(), 422, "invalid payload"),
+        (json.dumps({"tasks": [], "label_config": "<View/>"}).encode(), 422, "UnsupportedConfig"),
+    ],
+)
+def test_predict_rejects_bad_payloads_with_a_message(client, body, status, error):
+    res = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    assert res.status_code == status
+    assert res.json()["error"] == error
+    assert "Traceback" not in res.text
+
+
+def test_setup_rejects_unsupported_config(client):
+    res = client.post("/setup", json={"project": "1.1", "schema": "<View><Text name='t' value='$t'/></View>"})
+    assert res.status_code == 422
+    assert "needs a <Choices>" in res.json()["detail"]
+    assert client.post("/setup", json={"schema": CONFIG}).status_code == 422
+
+
+def test_empty_task_list_gives_empty_results(client):
+    assert client.post("/predict", json={"tasks": [], "label_config": CONFIG}).json() == {"results": []}
+
+
+def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
+    settings = with_auth(settings, "u", "p")
+    with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
+        assert c.post("/webhook", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+        assert c.post("/webhook", json={"project": {"id": 1}}).status_code == 422
+        assert c.post("/webhook", json={"action": "PROJECT_CREATED", "project": {"id": 4}}).json() == {
+            "status": "ignored", "job_id": None,
+        }
+        first = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}, "annotation": {}})
+        second = c.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
+        assert first.json()["status"] == "queued"
+        assert first.json()["job_id"] == second.json()["job_id"]
+        assert c.post("/job_status", json={"job": first.json()["job_id"]}, auth=("u", "p")).json()["status"] == "queued"
+
+
+def test_basic_auth(settings, encoders, r):
+    settings = with_auth(settings, "admin", "s3cret")
+    with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
+        assert c.get("/health").status_code == 401
+        assert c.get("/health", auth=("admin", "wrong")).status_code == 401
+        token = base64.b64encode(b"admin:s3cret").decode()
+        assert c.get("/health", headers={"Authorization": f"Basic {token}"}).status_code == 200
+        assert c.post("/setup", json={"project": 1, "schema": CONFIG}).status_code == 401
+
+
+def test_versions(client):
+    assert client.get("/versions").json()["versions"] == []
