@@ -12,6 +12,8 @@ from backend.config import get_settings
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every URL at INFO, query strings (presigned signatures) included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default encoders ship in packages; never reach a hub
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

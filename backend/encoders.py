@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,14 +154,25 @@ class HFTextEncoder:
         self.model = AutoModel.from_pretrained(str(name)).eval()
         self.joint = hasattr(self.model, "get_text_features")
         self.dim = _output_dim(self.model.config, self.joint, "text_config")
-        self.id = _stable_id("hf-text", label or str(name), _config_digest(self.model.config))
+        # A labelled (packaged) directory is identified by its label, not by its files' timestamps.
+        digest = _config_digest(self.model.config, files=label is None)
+        self.id = _stable_id("hf-text", label or str(name), digest)
+        # Truncate within the model's position table too (CLIP has 77): longer input would raise.
+        text_cfg = getattr(self.model.config, "text_config", None) or self.model.config
+        positions = getattr(text_cfg, "max_position_embeddings", 0)
+        limits = (TEXT_MAX_TOKENS, self.tokenizer.model_max_length, positions)
+        self.max_length = min(int(n) for n in limits if n)
+        # SigLIP pools the last position and was trained on text padded to full length; padding
+        # to the batch's longest item would make an item's embedding depend on its batch.
+        siglip = self.model.config.model_type in ("siglip", "siglip2")
+        self.padding: bool | str = "max_length" if siglip else True
 
     @torch.inference_mode()
     def encode(self, items: list[str]) -> list[Array]:
         if not items:
             return []
         batch = self.tokenizer(
-            items, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
+            items, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         if self.joint:
             pooled = _as_tensor(self.model.get_text_features(**batch))
@@ -260,6 +272,7 @@ class HFAudioEncoder:
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16_000))
         self.joint = hasattr(self.model, "get_audio_features")
         self.is_whisper = self.model.config.model_type == "whisper"
+        self.is_ast = self.model.config.model_type == "audio-spectrogram-transformer"
         self.dim = _output_dim(self.model.config, self.joint, "audio_config")
         self.id = _stable_id("hf-audio", name, _config_digest(self.model.config), AUDIO_WINDOW_S)
 
@@ -268,16 +281,33 @@ class HFAudioEncoder:
         return [self._one(w) for w in items]
 
     def _one(self, wave: Array) -> Array:
+        if getattr(self.processor, "truncation", None) == "rand_trunc":
+            # CLAP (unfused) crops a clip longer than its window at random: keep the start instead,
+            # so a clip's features are the same every time it is encoded.
+            wave = wave[: self.processor.nb_max_samples]
         inputs = self.processor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
-        seconds = len(wave) / self.sample_rate
+        seconds = max(len(wave) / self.sample_rate, 1e-3)
         if self.joint:
             return _as_tensor(self.model.get_audio_features(**inputs)).float().numpy()
         if self.is_whisper:  # HF Whisper wants its full 30 s window; keep the speech frames
             hidden = self.model.get_encoder()(inputs["input_features"]).last_hidden_state[0]
-            hidden = hidden[: max(1, round(seconds * hidden.shape[0] / 30.0))]
+            per_s = hidden.shape[0] / 30.0
+        elif self.is_ast:
+            hidden, per_s = self._ast_frames(self.model(**inputs).last_hidden_state[0])
         else:
             hidden = self.model(**inputs).last_hidden_state[0]
-        return window_pool(hidden.float(), hidden.shape[0] / max(seconds, 1e-3)).numpy()
+            per_s = hidden.shape[0] / seconds
+        hidden = hidden[: max(1, math.ceil(seconds * per_s - 1e-6))]  # frames of padding are dropped
+        return window_pool(hidden.float(), per_s).numpy()
+
+    def _ast_frames(self, hidden: torch.Tensor) -> tuple[torch.Tensor, float]:
+        # AST sees a fixed-length (padded) spectrogram as a frequency-major grid of patches after
+        # its [CLS] and distillation tokens: regroup by time and average over frequency, so the
+        # tokens are time windows like the other models'. Mel frames are 10 ms apart.
+        cfg = self.model.config
+        n_freq = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
+        patches = hidden[2:].reshape(n_freq, -1, hidden.shape[-1])
+        return patches.mean(0), 100.0 / cfg.time_stride
 
 
 # ---------------------------------------------------------------- helpers and loading
@@ -301,8 +331,15 @@ def _output_dim(config: Any, joint: bool, sub: str) -> int:
     raise ValueError(f"cannot tell the output size of {type(config).__name__}")
 
 
-def _config_digest(config: Any) -> str:
-    return _stable_id(config.to_dict())
+def _config_digest(config: Any, files: bool = True) -> str:
+    """The config, plus for a local directory its files' names, sizes and mtimes: re-saving new
+    weights (a fine-tune) under the same path and config must still change the encoder's id."""
+    parts: list[Any] = [config.to_dict()]
+    source = Path(str(getattr(config, "_name_or_path", "") or ""))
+    if files and source.is_dir():  # (Hub names and the packaged model keep their config-only id)
+        stats = ((p.name, p.stat()) for p in source.iterdir() if p.is_file())
+        parts.append(sorted((n, st.st_size, st.st_mtime_ns) for n, st in stats))
+    return _stable_id(*parts)
 
 
 def load_encoders(settings: Settings) -> Encoders:

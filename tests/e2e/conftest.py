@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 _HERE = Path(__file__).resolve().parent
+ROOT = _HERE.parent.parent
 # The helper module sits beside this file; make it importable as `labelstudio_server`
 # whatever import mode or package layout pytest ends up using.
 if str(_HERE) not in sys.path:
@@ -35,3 +41,65 @@ def labelstudio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudi
     server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), executable=executable)
     with server:
         yield server
+
+
+class Backend:
+    """`broaden serve` in a subprocess, configured against the session's Redis and Label Studio."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_dir / "backend.log", "ab")
+        cmd = [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited: {(self.log_dir / 'backend.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("backend did not answer /health in 120 s")
+
+    def run_worker(self, timeout: float = 300) -> str:
+        """One `broaden worker --burst`: runs what is queued, then exits. Returns its log."""
+        cmd = [sys.executable, "-m", "backend.cli", "worker", "--burst"]
+        done = subprocess.run(cmd, env=self.env, capture_output=True, timeout=timeout, cwd=ROOT)
+        out = done.stdout.decode() + done.stderr.decode()
+        if done.returncode != 0:
+            raise RuntimeError(f"worker failed: {out[-3000:]}")
+        return out
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def backend(labelstudio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "LABEL_STUDIO_URL": labelstudio.url,
+        "LABEL_STUDIO_API_KEY": labelstudio.token,
+        "BROADEN_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT),
+    }
+    server = Backend(env, tmp_path_factory.mktemp("backend"))
+    server.start()
+    yield server
+    server.stop()

@@ -68,10 +68,10 @@ _PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER"
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
-    """Where broaden keeps heavy, re-creatable things: `$BROADEN_CACHE` or ~/.cache/broaden."""
+    """Where broaden keeps heavy, re-creatable things: `$BROADEN_CACHE_DIR` or ~/.cache/broaden."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    return Path(os.environ.get("BROADEN_CACHE") or "~/.cache/broaden").expanduser()
+    return Path(os.environ.get("BROADEN_CACHE_DIR") or "~/.cache/broaden").expanduser()
 
 
 def _venv_executable(venv: Path) -> Path:
@@ -134,8 +134,15 @@ def _install(venv: Path, log_path: Path) -> None:
     python = str(venv / "bin" / "python")
     logger.info("installing label-studio==%s (about 1 GB; log: %s)", LABEL_STUDIO_VERSION, log_path)
     _run_logged(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-         f"label-studio=={LABEL_STUDIO_VERSION}"],
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            f"label-studio=={LABEL_STUDIO_VERSION}",
+        ],
         log_path,
     )
     # pip can succeed yet leave a package that does not import (a wheel for another python):
@@ -209,8 +216,8 @@ class LabelStudioServer:
         with LabelStudioServer(tmp_dir) as ls:
             project = ls.api.create_project("demo", config)
 
-    The first start on a machine runs all migrations (~25 s); the migrated, empty
-    database is then kept beside the install and copied into later data dirs (~3 s).
+    The first start on a machine runs all migrations (25-110 s); the migrated, empty
+    database is then kept beside the install and copied into later data dirs (3-10 s).
     """
 
     def __init__(
@@ -222,6 +229,7 @@ class LabelStudioServer:
         password: str = DEFAULT_PASSWORD,
         token: str = DEFAULT_TOKEN,
         startup_timeout: float = 180.0,
+        migrate_timeout: float = 600.0,
         use_db_template: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -230,6 +238,9 @@ class LabelStudioServer:
         self.password = password
         self.token = token
         self.startup_timeout = startup_timeout
+        # A start without the template runs every migration: 25 s on an idle 2-core machine,
+        # 110 s seen under load, so it gets its own, longer limit.
+        self.migrate_timeout = max(migrate_timeout, startup_timeout)
         self.use_db_template = use_db_template
         self.port: int | None = None
         self.startup_seconds: float | None = None
@@ -268,27 +279,33 @@ class LabelStudioServer:
             self.data_dir = Path(data_dir)
         if self.data_dir is None:
             raise ValueError("start() needs a data_dir")
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            # Start-up wipes and reseeds the directory, so it must be one we own outright.
+            raise ValueError(f"Label Studio needs a fresh data dir; {self.data_dir} is not empty")
         if self.executable is None:
             self.executable = ensure_labelstudio_venv()
         started = time.monotonic()
         template = self._template_path()
         seeded = self._prepare_data_dir(template)
         try:
-            self._launch_until_ready()
+            self._launch_until_ready(self.startup_timeout if seeded else self.migrate_timeout)
         except LabelStudioStartError:
             if not seeded:
                 raise
             # A template from an older run must never block the tests: drop it, start clean.
             logger.warning("Label Studio did not start from the database template; starting clean")
             self.stop()
+            assert template is not None
             with contextlib.suppress(OSError):
-                template.unlink()  # type: ignore[union-attr]
+                template.unlink()
             seeded = self._prepare_data_dir(None)
-            self._launch_until_ready()
+            self._launch_until_ready(self.migrate_timeout)
         if not seeded:
             self._save_template(template)
         self.startup_seconds = time.monotonic() - started
-        logger.info("Label Studio ready at %s in %.1f s (data: %s)", self.url, self.startup_seconds, self.data_dir)
+        logger.info(
+            "Label Studio ready at %s in %.1f s (data: %s)", self.url, self.startup_seconds, self.data_dir
+        )
         return self
 
     def stop(self, grace: float = 15.0) -> None:
@@ -358,12 +375,12 @@ class LabelStudioServer:
         )
         return env
 
-    def _launch_until_ready(self, attempts: int = 3) -> None:
+    def _launch_until_ready(self, timeout: float, attempts: int = 3) -> None:
         for attempt in range(1, attempts + 1):
             self.port = _free_port()
             self._spawn()
             try:
-                self._wait_ready()
+                self._wait_ready(timeout)
                 return
             except LabelStudioStartError:
                 port_taken = "already in use" in _tail(self.log_path, 20)
@@ -375,9 +392,15 @@ class LabelStudioServer:
     def _spawn(self) -> None:
         assert self.executable is not None and self.data_dir is not None
         cmd = [
-            str(self.executable), "start", "--no-browser",
-            "--internal-host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir),
+            str(self.executable),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
         ]
         logger.info("starting Label Studio on port %s (log: %s)", self.port, self.log_path)
         with open(self.log_path, "ab") as log:
@@ -393,8 +416,8 @@ class LabelStudioServer:
             )
         _RUNNING.add(self)
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         headers = {"Authorization": f"Token {self.token}"}
         with httpx.Client(base_url=self.url, timeout=5.0) as client:
             while time.monotonic() < deadline:
@@ -412,7 +435,7 @@ class LabelStudioServer:
                             return
                 time.sleep(0.25)
         raise LabelStudioStartError(
-            f"Label Studio did not answer within {self.startup_timeout:.0f} s\n"
+            f"Label Studio did not answer within {timeout:.0f} s\n"
             f"--- last lines of {self.log_path} ---\n{_tail(self.log_path)}"
         )
 
@@ -445,9 +468,10 @@ class LabelStudioServer:
             template.parent.mkdir(parents=True, exist_ok=True)
             partial = template.with_suffix(f".{os.getpid()}.partial")
             # The backup API gives a consistent copy while Label Studio keeps the file open.
-            with contextlib.closing(sqlite3.connect(self.data_dir / _DB_NAME)) as src, contextlib.closing(
-                sqlite3.connect(partial)
-            ) as dst:
+            with (
+                contextlib.closing(sqlite3.connect(self.data_dir / _DB_NAME)) as src,
+                contextlib.closing(sqlite3.connect(partial)) as dst,
+            ):
                 src.backup(dst)
             os.replace(partial, template)
             logger.info("saved migrated database template %s", template)
@@ -502,7 +526,9 @@ class LabelStudioApi:
             from label_studio_sdk import LabelStudio
 
             # No retries: a retried POST (import, annotation) would create duplicates.
-            self._sdk = LabelStudio(base_url=self.url, api_key=self.token, timeout=self._timeout, max_retries=0)
+            self._sdk = LabelStudio(
+                base_url=self.url, api_key=self.token, timeout=self._timeout, max_retries=0
+            )
         return self._sdk
 
     def close(self) -> None:
@@ -516,9 +542,9 @@ class LabelStudioApi:
 
     def _json(self, response: httpx.Response) -> Any:
         if response.is_error:
-            raise RuntimeError(
-                f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text[:2000]}"
-            )
+            request = response.request
+            detail = response.text[:2000]
+            raise RuntimeError(f"{request.method} {request.url} -> {response.status_code}: {detail}")
         return response.json()
 
     # -- projects and media
@@ -534,7 +560,7 @@ class LabelStudioApi:
         return self._json(self.http.get(f"/api/projects/{project_id}"))
 
     def upload_files(self, project_id: int, paths: Iterable[Path]) -> dict[Path, str]:
-        """Store media files in Label Studio without creating tasks; return each file's `/data/upload/...` URL.
+        """Store media files in Label Studio without creating tasks; return their `/data/upload/...` URLs.
 
         Label Studio serves the URLs only with the token. Files go into the project itself when
         its label config has one data key, else into a companion project (see module docstring).
@@ -623,7 +649,9 @@ class LabelStudioApi:
 
     # -- ML backend
 
-    def connect_ml_backend(self, project_id: int, url: str, title: str, *, require_connected: bool = True) -> int:
+    def connect_ml_backend(
+        self, project_id: int, url: str, title: str, *, require_connected: bool = True
+    ) -> int:
         """`POST /api/ml`: Label Studio calls the backend's /health and /setup before answering."""
         backend = self.sdk.ml.create(project=project_id, url=url, title=title)
         if require_connected and backend.state != "CO":

@@ -188,7 +188,7 @@ def test_resolve_cloud_urls_need_presigning(value: str) -> None:
         MediaFetcher(make_settings()).resolve(value)
 
 
-@pytest.mark.parametrize("value", ["ftp://host/a.png", "data:image/png;base64,AAAA", "", "   "])
+@pytest.mark.parametrize("value", ["ftp://host/a.png", "data:image/png;base64,AAAA", "", "   ", 12, "a\x00b"])
 def test_resolve_rejects_unsupported_values(value: str) -> None:
     with pytest.raises(MediaError):
         MediaFetcher(make_settings(media_roots="/")).resolve(value)
@@ -362,6 +362,11 @@ def test_timeouts(ls_server: _Server) -> None:
             assert time.monotonic() - start < 1.5
 
 
+def test_invalid_url(fetcher: MediaFetcher) -> None:
+    with pytest.raises(MediaError, match="could not fetch"):
+        fetcher.fetch(MediaRef("url", "http://user:pw@bad-port:abc/x"))
+
+
 def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -514,6 +519,24 @@ def test_audio_truncated_to_max_seconds() -> None:
     assert len(decode_audio(sound(stereo, 44_100), 16_000, 1.5)) == 24_000
 
 
+@pytest.mark.parametrize("rate", [15_999, 22_051])
+def test_audio_co_prime_rates_stay_cheap(rate: int) -> None:
+    # These rates share no useful factor with 16 kHz; an exact sinc kernel would need gigabytes.
+    start = time.monotonic()
+    out = decode_audio(sound(tone(1.0, rate), rate), 16_000, 30.0)
+    assert abs(len(out) - 16_000) < 160 and time.monotonic() - start < 5.0
+
+
+def test_audio_header_lies() -> None:
+    wav = bytearray(sound(tone(1.0, 16_000), 16_000, subtype="PCM_16"))
+    assert wav[24:28] == struct.pack("<I", 16_000)  # the fmt chunk's sample rate
+    # A header claiming more frames than the file holds: only the real samples come back.
+    assert len(decode_audio(bytes(wav[: 44 + 1_000]), 16_000, 30.0)) == 500
+    wav[24:28] = struct.pack("<I", 2_000_000_000)
+    with pytest.raises(MediaError, match="sample rate"):
+        decode_audio(bytes(wav), 16_000, 30.0)
+
+
 def test_audio_failures() -> None:
     with pytest.raises(MediaError, match="not a readable audio file"):
         decode_audio(b"RIFF garbage" * 50, 16_000, 30.0)
@@ -548,3 +571,8 @@ def test_text_html_is_stripped() -> None:
     )
     assert decode_text(page, 1000) == "T One\xa0& two threefour five six".replace("\xa0", " ")
     assert decode_text(b"<p>alpha</p><p>beta</p>", 7) == "alpha b"
+
+
+def test_text_malformed_html_keeps_the_text() -> None:
+    out = decode_text(b"<p>good</p>\n<b>then</b> <![ broken ! declaration", 100)
+    assert out.startswith("good then") and "broken ! declaration" in out

@@ -1,0 +1,22 @@
+# The broaden backend and worker image (one image, two commands).
+FROM python:3.11-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends espeak-ng \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY backend backend
+COPY workers workers
+# Set PIP_EXTRA_INDEX_URL to a CPU-only torch index at build time for a much smaller image.
+ARG PIP_EXTRA_INDEX_URL=""
+RUN pip install --no-cache-dir .
+
+ENV HF_HUB_OFFLINE=1 \
+    BROADEN_CACHE_DIR=/data/cache \
+    MALLOC_MMAP_THRESHOLD_=4294967296 \
+    MALLOC_TRIM_THRESHOLD_=68719476736
+VOLUME /data
+EXPOSE 9090
+CMD ["broaden", "serve"]
