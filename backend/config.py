@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     train_lr: float = 3e-3
     seed: int = 0
 
+    # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.
+    strategy: str = "lsb+uncertainty"
+    lsb_k: int = 10
+    lsb_threshold: float | None = None  # LSB-LT: keep only neighbours at least this similar
+    lsb_share: float = 0.5  # share of the leading queue slots given to broadened tasks
+    # Labels to hunt, "control:Label,...". Empty: every label rarer than half a uniform share.
+    targets: str = ""
+    # A labelled task whose earlier prediction was this confident and wrong becomes a seed.
+    misprediction_confidence: float = 0.8
+    priority_field: str = "broaden_priority"  # task data key the ranked tab sorts by
+    ranked_tab: str = "broaden: most valuable first"
+
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir)

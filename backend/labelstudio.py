@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from typing import Any
@@ -66,3 +67,88 @@ def annotated_tasks(settings: Settings, project: int, page_size: int = 500) -> l
         return [t for t in map(_dump, pager) if t.get("annotations")]
     except Exception as e:
         raise LabelStudioUnavailable(f"could not list tasks of project {project}: {type(e).__name__}: {e}") from e
+
+
+def _http(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+    """A plain API call for the endpoints the SDK does not wrap (Data Manager actions, views)."""
+    import httpx
+
+    url = f"{(settings.label_studio_url or '').rstrip('/')}{path}"
+    try:
+        response = httpx.request(method, url, headers=auth_headers(settings), timeout=API_TIMEOUT_S, **kwargs)
+    except httpx.HTTPError as e:
+        raise LabelStudioUnavailable(f"{method} {path}: {type(e).__name__}") from e
+    if response.status_code >= 400:
+        raise LabelStudioUnavailable(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.json() if response.content else None
+
+
+def tasks(settings: Settings, project: int, ids: list[int] | None = None, page_size: int = 1000) -> list[dict[str, Any]]:
+    """Tasks of a project with their annotations: all, or those with the given ids (ids that no
+    longer exist are simply absent)."""
+    if ids is None:
+        return _task_pages(settings, {"project": project}, page_size)
+    unique = sorted(set(ids))
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(unique), 500):  # ids travel in the query string: keep it short
+        selected = {"selectedItems": {"all": False, "included": unique[start : start + 500]}}
+        out += _task_pages(settings, {"project": project, "query": json.dumps(selected)}, page_size)
+    return out
+
+
+def _task_pages(settings: Settings, query: dict[str, Any], page_size: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        params = {**query, "fields": "all", "page_size": page_size, "page": page, "resolve_uri": False}
+        body = _http(settings, "GET", "/api/tasks", params=params)
+        batch = body.get("tasks", []) if isinstance(body, dict) else body
+        out += batch
+        total = body.get("total", len(out)) if isinstance(body, dict) else len(out)
+        if not batch or len(out) >= total:
+            return out
+        page += 1
+
+
+def set_data_field(settings: Settings, project: int, task_ids: list[int], name: str, value: float) -> None:
+    """Set data[name] = value on the tasks in one bulk update, keeping their other data keys
+    (the Data Manager's "add_data_field" action)."""
+    _http(
+        settings, "POST", "/api/dm/actions", params={"id": "add_data_field", "project": project},
+        json={"selectedItems": {"all": False, "included": task_ids}, "value_name": name,
+              "value_type": "Number", "value": str(value)},
+    )
+
+
+def import_predictions(settings: Settings, project: int, predictions: list[dict[str, Any]]) -> None:
+    for start in range(0, len(predictions), 1000):
+        _http(settings, "POST", f"/api/projects/{project}/import/predictions", json=predictions[start : start + 1000])
+
+
+def set_model_version(settings: Settings, project: int, version: str) -> None:
+    """Make the project show (and pre-label with) predictions of this model version."""
+    _http(settings, "PATCH", f"/api/projects/{project}", json={"model_version": version})
+
+
+def ensure_view(settings: Settings, project: int, title: str, field: str) -> int:
+    """A Data Manager tab ordered by data[field] as a number, highest first; created once, kept in shape."""
+    column = f"tasks:data.{field}"
+    data = {
+        "title": title,
+        "ordering": [f"-{column}"],
+        "columnsDisplayType": {column: "Number"},
+        "hiddenColumns": {"explore": [], "labeling": []},
+    }
+    views = _http(settings, "GET", "/api/dm/views", params={"project": project}) or []
+    for view in views:
+        if (view.get("data") or {}).get("title") == title:
+            current = view["data"]
+            if current.get("ordering") != data["ordering"] or (current.get("columnsDisplayType") or {}).get(
+                column
+            ) != "Number":
+                merged = {**current, "ordering": data["ordering"],
+                          "columnsDisplayType": {**(current.get("columnsDisplayType") or {}), column: "Number"}}
+                _http(settings, "PATCH", f"/api/dm/views/{view['id']}", json={"project": project, "data": merged})
+            return int(view["id"])
+    created = _http(settings, "POST", "/api/dm/views", json={"project": project, "data": data})
+    return int(created["id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from backend.media import MediaFetcher
 from backend.model import VLMAE, collate
 from backend.schemas import Prediction, Region
 from backend.state import ProjectState
-from backend.training import from_bytes, train
+from backend.training import from_bytes, labels_from_annotations, to_bytes, train
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,45 @@ log = logging.getLogger(__name__)
 ZERO_SHOT_SCALE = 10.0
 MODEL_CACHE_SIZE = 16
 PREDICT_BATCH = 256
+
+
+@dataclass
+class Scored:
+    rows: np.ndarray  # positions (in the input list) of the tasks that could be encoded
+    probs: list[np.ndarray]  # per head (len(rows), C); NaN where there is no honest answer
+    embeddings: np.ndarray  # (len(rows), d): the latent space for neighbours
+    predictions: list[Prediction]  # one per input task, empty result where encoding failed
+    version: str
+
+
+def _forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+    if not rows:
+        return [np.zeros((0, n), np.float32) for _, n, _ in model.cfg.heads], np.zeros((0, model.cfg.d_model))
+    probs: list[list[np.ndarray]] = [[] for _ in model.cfg.heads]
+    embs = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), PREDICT_BATCH):
+            batch = collate(rows[start : start + PREDICT_BATCH], model.cfg)
+            z = model.embed(batch)
+            embs.append(z.numpy())
+            for h, p in enumerate(model.probabilities([head(z) for head in model.heads])):
+                probs[h].append(p.numpy())
+    return [np.concatenate(p) for p in probs], np.concatenate(embs)
+
+
+def _pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, encoders: Encoders) -> np.ndarray:
+    """Before training, the neighbour space is each object's mean encoder token, L2-normalised and
+    concatenated (zeros where an object is missing)."""
+    parts = []
+    for obj in config.objects:
+        dim = encoders.for_kind(obj.kind).dim
+        block = np.zeros((len(rows), dim), np.float32)
+        for r, feats in enumerate(rows):
+            if obj.name in feats:
+                v = feats[obj.name].mean(0)
+                block[r] = v / (np.linalg.norm(v) + 1e-8)
+        parts.append(block)
+    return np.concatenate(parts, 1) if parts else np.zeros((len(rows), 1), np.float32)
 
 
 class Predictor:
@@ -67,20 +107,48 @@ class Predictor:
         """One prediction per task, in order; a task that cannot be encoded gets an empty result."""
         out: list[Prediction] = []
         for start in range(0, len(tasks), PREDICT_BATCH):
-            out += self._predict_batch(tasks[start : start + PREDICT_BATCH], config, project)
+            out += self.score(tasks[start : start + PREDICT_BATCH], config, project).predictions
         return out
 
-    def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
-        """Train on the annotated tasks given (full Label Studio tasks with annotations)."""
-        from backend.training import labels_from_annotations, to_bytes
+    def score(self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None) -> Scored:
+        """Probabilities, embeddings and predictions of the tasks that could be encoded."""
+        feats = self.featurize(tasks, config)
+        for pos, reason in feats.errors.items():
+            log.warning("task %s: no prediction: %s", tasks[pos].get("id"), reason)
+        ok = [i for i, f in enumerate(feats.features) if f is not None]
+        rows = [feats.features[i] or {} for i in ok]
+        trained = self._trained(project, config)
+        if trained:
+            version, model = trained
+            probs, emb = _forward(model, rows)
+        else:
+            version = self.zero_shot_version(config)
+            probs = self._zero_shot(rows, config)
+            emb = _pooled_features(rows, config, self.encoders)
+        per_task: list[list[np.ndarray] | None] = [None] * len(tasks)
+        for row, i in enumerate(ok):
+            per_task[i] = [p[row] for p in probs]
+        predictions = [self._prediction(p, config, version) for p in per_task]
+        return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version)
 
+    def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
+        """Train on the annotated tasks given (Label Studio tasks with their annotations)."""
         config = parse_label_config(label_config)
-        labelled = [(t, labels_from_annotations(t.get("annotations") or [], config)) for t in tasks]
-        labelled = [(t, lab) for t, lab in labelled if any(x is not None for x in lab)]
-        if not labelled:
+        labelled = [
+            {"id": t.get("id"), "data": t.get("data") or {},
+             "labels": labels_from_annotations(t.get("annotations") or [], config)}
+            for t in tasks
+        ]
+        return self.fit_labels(project, labelled, label_config)
+
+    def fit_labels(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
+        """Train on tasks given as {"id", "data", "labels": one list of labels (or None) per control}."""
+        config = parse_label_config(label_config)
+        tasks = [t for t in tasks if any(x is not None for x in t["labels"])]
+        if not tasks:
             return {"status": "no labels", "trained_on": 0}
-        feats = self.featurize([t for t, _ in labelled], config)
-        keep = [(f, lab) for f, (_, lab) in zip(feats.features, labelled, strict=True) if f is not None]
+        feats = self.featurize(tasks, config)
+        keep = [(f, t["labels"]) for f, t in zip(feats.features, tasks, strict=True) if f is not None]
         if not keep:
             return {"status": "no encodable labelled tasks", "trained_on": 0, "errors": len(feats.errors)}
         trained = train([f for f, _ in keep], [lab for _, lab in keep], config, self.encoders, self.settings)
@@ -94,26 +162,6 @@ class Predictor:
     def featurize(self, tasks: list[dict[str, Any]], config: LabelConfig) -> Featurized:
         with MediaFetcher(self.settings, headers=auth_headers(self.settings)) as fetcher:
             return FeatureStore(self.r, self.settings, self.encoders, fetcher).featurize(tasks, config)
-
-    def _predict_batch(self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None) -> list[Prediction]:
-        feats = self.featurize(tasks, config)
-        for pos, reason in feats.errors.items():
-            log.warning("task %s: no prediction: %s", tasks[pos].get("id"), reason)
-        ok = [i for i, f in enumerate(feats.features) if f is not None]
-        trained = self._trained(project, config)
-        version = trained[0] if trained else self.zero_shot_version(config)
-        probs: list[list[np.ndarray] | None] = [None] * len(tasks)
-        if ok and trained:
-            model = trained[1]
-            with torch.inference_mode():
-                batch = collate([feats.features[i] for i in ok], model.cfg)  # type: ignore[misc]
-                per_head = [p.numpy() for p in model.probabilities(model(batch))]
-            for row, i in enumerate(ok):
-                probs[i] = [p[row] for p in per_head]
-        elif ok:
-            for i in ok:
-                probs[i] = self._zero_shot(feats.features[i] or {}, config)
-        return [self._prediction(p, config, version) for p in probs]
 
     def _trained(self, project: int | None, config: LabelConfig) -> tuple[str, VLMAE] | None:
         if project is None:
@@ -139,19 +187,24 @@ class Predictor:
         while len(self._models) > MODEL_CACHE_SIZE:
             self._models.popitem(last=False)
 
-    def _zero_shot(self, features: dict[str, np.ndarray], config: LabelConfig) -> list[np.ndarray] | None:
-        """Softmax over cosine(task text, label name) per single-choice control; None without text."""
-        texts = [features[o.name][0] for o in config.objects if o.kind == "text" and o.name in features]
-        if not texts:
-            return None
-        query = np.mean(texts, 0)
-        query = query / (np.linalg.norm(query) + 1e-8)
+    def _zero_shot(self, rows: list[dict[str, np.ndarray]], config: LabelConfig) -> list[np.ndarray]:
+        """Per head (N, C): softmax over cosine(task text, label name); uniform where a task has no
+        text, NaN for multiple-choice heads (no honest cold-start answer), so no region is emitted."""
+        text_objs = [o.name for o in config.objects if o.kind == "text"]
         out = []
         for control in config.controls:
-            sims = self._labels_vectors(control) @ query
-            logits = ZERO_SHOT_SCALE * sims
-            p = np.exp(logits - logits.max())
-            out.append(p / p.sum() if not control.multiple else np.full(len(control.labels), np.nan))
+            p = np.full((len(rows), len(control.labels)), np.nan if control.multiple else 1 / len(control.labels))
+            labels = self._labels_vectors(control)
+            for r, feats in enumerate(rows):
+                texts = [feats[name][0] for name in text_objs if name in feats]
+                if texts and not control.multiple:
+                    query = np.mean(texts, 0)
+                    logits = ZERO_SHOT_SCALE * (labels @ (query / (np.linalg.norm(query) + 1e-8)))
+                    e = np.exp(logits - logits.max())
+                    p[r] = e / e.sum()
+                elif not control.multiple:
+                    p[r] = np.nan  # no text: no zero-shot answer; ranking treats it as uniform
+            out.append(p.astype(np.float32))
         return out
 
     def _labels_vectors(self, control: ChoicesControl) -> np.ndarray:

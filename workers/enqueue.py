@@ -1,7 +1,9 @@
 """How webhook events become RQ jobs: which job, its id, coalescing, retries.
 
 The web process imports this module, not the jobs: jobs are enqueued by dotted
-path, so the webhook path never loads torch.
+path, so the webhook path never loads torch. A payload is only a hint: it adds
+task ids to the project's "re-read these" set, and the job reads the truth from
+Label Studio.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from backend.schemas import WebhookRequest
+from backend.state import ProjectMirror
 
 log = logging.getLogger(__name__)
 
 QUEUE = "broaden"
-TRAIN_TIMEOUT_S = 1800
+JOB_TIMEOUT_S = 3600
 PENDING_TTL_S = 900  # a crash between flag and enqueue blocks a project at most this long
-RETRY = Retry(max=3, interval=[5, 30, 120])
+# No built-in backoff in RQ: the list is the backoff (needs a worker with the scheduler).
+RETRY = Retry(max=4, interval=[5, 20, 60, 180])
 
-# Events after which the project's model should be retrained from Label Studio's truth.
-TRAIN_EVENTS = {
-    "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
-    "ANNOTATION_DELETED", "START_TRAINING",
-}
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATION_DELETED"}
+TASK_EVENTS = {"TASKS_CREATED", "TASKS_DELETED"}
+FULL_EVENTS = {"ANNOTATIONS_DELETED"}  # the payload names no task: re-read every task
+# Every sync re-reads the label config, and a changed one resets what depends on it; our own
+# write of the project's model version also comes back as PROJECT_UPDATED, so it re-reads nothing else.
+CONFIG_EVENTS = {"PROJECT_UPDATED"}
 
 
 def queue(r: redis.Redis) -> Queue:
@@ -37,29 +42,57 @@ def queue(r: redis.Redis) -> Queue:
 
 
 def pending_key(project: int) -> str:
-    return f"broaden:p:{project}:train-pending"
+    return f"broaden:p:{project}:sync-pending"
+
+
+def task_ids(body: WebhookRequest) -> list[int]:
+    """Every task id a payload mentions (a hint: the job checks each against Label Studio)."""
+    found: list[Any] = []
+    for ann in ([body.annotation] if body.annotation else []) + (body.annotations or []):
+        task = ann.get("task")
+        found.append(task.get("id") if isinstance(task, dict) else task)
+    for task in ([body.task] if body.task else []) + (body.tasks or []):
+        found.append(task.get("id"))
+    return sorted({int(t) for t in found if isinstance(t, int) and not isinstance(t, bool) and t > 0})
 
 
 def event(r: redis.Redis, body: WebhookRequest) -> str | None:
-    """Enqueue the work an event calls for; return the job id, or None when there is nothing to do."""
-    if body.project is None or body.action not in TRAIN_EVENTS:
-        log.info("webhook %s project=%s: nothing to do", body.action, body.project)
+    """Record the event's hints and enqueue the project's sync; None when the event changes nothing."""
+    action, project = body.action, body.project
+    if project is None:
         return None
-    return train(r, body.project)
+    ids = task_ids(body)
+    mirror = ProjectMirror(r, project)
+    if action in ANNOTATION_EVENTS or action in TASK_EVENTS:
+        mirror.add_hints(ids, full=not ids)
+    elif action in FULL_EVENTS:
+        mirror.add_hints([], full=True)
+    elif action in CONFIG_EVENTS:
+        pass
+    elif action == "START_TRAINING":
+        mirror.add_hints([], retrain=True)
+    else:
+        log.info("webhook %s project=%s: nothing to do", action, project)
+        return None
+    return sync(r, project)
 
 
-def train(r: redis.Redis, project: int) -> str | None:
-    """Coalesced: at most one train job waits per project; the job clears the flag when it starts,
-    so events during a run enqueue exactly one follow-up."""
-    if not r.set(pending_key(project), "1", nx=True, ex=PENDING_TTL_S):
-        waiting = r.get(pending_key(project) + ":job")
-        return waiting.decode() if waiting else None
-    job_id = f"train-p{project}-{uuid.uuid4().hex[:12]}"
+def sync(r: redis.Redis, project: int) -> str:
+    """Coalesced: at most one sync waits per project. The job clears the flag when it starts, so
+    events during a run enqueue exactly one follow-up; a burst of 200 events costs two runs."""
+    flag = pending_key(project)
+    job_id = f"sync-p{project}-{uuid.uuid4().hex[:12]}"
+    if not r.set(flag, job_id, nx=True, ex=PENDING_TTL_S):
+        waiting = r.get(flag)
+        return waiting.decode() if waiting else job_id
+    return enqueue(r, "workers.jobs.sync_project", job_id, project_id=project)
+
+
+def enqueue(r: redis.Redis, func: str, job_id: str, **kwargs: Any) -> str:
     queue(r).enqueue_call(
-        "workers.jobs.train_project", kwargs={"project_id": project}, job_id=job_id,
-        timeout=TRAIN_TIMEOUT_S, result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, retry=RETRY,
+        func, kwargs=kwargs, job_id=job_id, timeout=JOB_TIMEOUT_S,
+        result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, retry=RETRY,
     )
-    r.set(pending_key(project) + ":job", job_id, ex=PENDING_TTL_S)
     log.info("queued %s", job_id)
     return job_id
 

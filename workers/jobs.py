@@ -1,19 +1,26 @@
-"""RQ jobs: plain functions, arguments are ids only, safe to run twice.
+"""RQ jobs: plain functions, ids as arguments, safe to run twice.
 
-Every job reads the truth from Label Studio (a webhook payload is only a hint)
-and holds the project's lock while it changes that project's state.
+Every job reads the truth from Label Studio and holds the project's lock while it
+changes that project's state, so several workers on several hosts can share the
+queue. Rescoring, broadening and writing back run inside `sync_project` rather
+than as separate jobs: they need the same in-memory scores of every task, which
+would otherwise travel through Redis between jobs.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 from rq import get_current_job
 
-from backend import labelstudio
-from workers import runtime
-from workers.enqueue import TRAIN_TIMEOUT_S, pending_key
+from backend.state import ProjectMirror
+from workers import runtime, sync
+from workers.enqueue import JOB_TIMEOUT_S, pending_key
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +32,78 @@ def _progress(stage: str, **meta: Any) -> None:
         job.save_meta()
 
 
-def train_project(project_id: int) -> dict[str, Any]:
-    """Retrain the project's fusion layer and heads on every annotated task in Label Studio."""
+@contextmanager
+def _project_lock(project_id: int) -> Iterator[None]:
+    r = runtime.predictor().r
+    _progress("waiting for the project lock")
+    # The timeout frees the lock if this worker is killed; a job never runs longer than JOB_TIMEOUT_S.
+    with r.lock(f"broaden:p:{project_id}:lock", timeout=JOB_TIMEOUT_S + 60, blocking_timeout=JOB_TIMEOUT_S):
+        yield
+
+
+def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
+    """Bring the project's model, ranking and Label Studio queue up to date with its labels."""
     p = runtime.predictor()
-    r = p.r
-    _progress("waiting for project lock")
-    with r.lock(f"broaden:p:{project_id}:lock", timeout=TRAIN_TIMEOUT_S + 60, blocking_timeout=TRAIN_TIMEOUT_S):
-        r.delete(pending_key(project_id))  # events from here on enqueue one follow-up run
+    with _project_lock(project_id):
+        p.r.delete(pending_key(project_id))  # events from here on enqueue one follow-up run
+        mirror = ProjectMirror(p.r, project_id)
+        dirty, full_hint, retrain = mirror.hints()
+        report = sync.Report(project_id)
+
+        started = time.perf_counter()
         _progress("reading Label Studio")
-        xml = labelstudio.label_config(p.settings, project_id)
-        p.setup(project_id, xml)
-        tasks = labelstudio.annotated_tasks(p.settings, project_id)
-        _progress("training", annotated_tasks=len(tasks))
-        result = p.fit(project_id, tasks, xml)
-    log.info("project %s: %s", project_id, result)
+        xml, config, config_changed = sync.load_config(p, project_id, mirror)
+        everything = full or full_hint or config_changed or mirror.count() == 0
+        if everything or dirty:
+            report.refreshed = sync.refresh(p, project_id, config, mirror, None if everything else dirty)
+        report.timed("refresh", started)
+
+        started = time.perf_counter()
+        _progress("training")
+        report.trained = sync.train(p, project_id, xml, mirror, force=retrain)
+        report.timed("train", started)
+
+        started = time.perf_counter()
+        _progress("scoring", tasks=mirror.count())
+        ids, scored = sync.rescore(p, project_id, config, mirror)
+        order = sync.rank(p, config, mirror, ids, scored)
+        report.ranked = len(order)
+        report.timed("rescore+rank", started)
+
+        started = time.perf_counter()
+        _progress("writing back")
+        report.priorities_written = sync.write_priorities(p, project_id, mirror, order)
+        report.timed("write priorities", started)
+        started = time.perf_counter()
+        report.predictions_written = sync.write_predictions(p, project_id, mirror, ids, scored)
+        report.timed("write predictions", started)
+
+        mirror.clear_hints(dirty, full_hint, retrain)
+    result = asdict(report)
+    log.info("sync %s", result)
     _progress("done", **{k: v for k, v in result.items() if isinstance(v, int | str)})
     return result
+
+
+def resync_project(project_id: int) -> dict[str, Any]:
+    """Re-read every task and label from Label Studio and rewrite whatever differs."""
+    return sync_project(project_id, full=True)
+
+
+def train_project(project_id: int) -> dict[str, Any]:
+    """Retrain now, even if the labels did not change (the Model page's Start Training)."""
+    ProjectMirror(runtime.predictor().r, project_id).add_hints([], retrain=True)
+    return sync_project(project_id)
+
+
+def encode_tasks(project_id: int, task_ids: list[int]) -> dict[str, Any]:
+    """Warm the encoder cache for these tasks (backfill spreads this over workers)."""
+    from backend import labelstudio as ls
+    from backend.labelconfig import parse_label_config
+
+    p = runtime.predictor()
+    config = parse_label_config(ls.label_config(p.settings, project_id))
+    tasks = ls.tasks(p.settings, project_id, task_ids)
+    _progress("encoding", tasks=len(tasks))
+    feats = p.featurize(tasks, config)
+    return {"project": project_id, "tasks": len(tasks), "encoded": feats.encoded, "failed": len(feats.errors)}

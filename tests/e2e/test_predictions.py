@@ -65,7 +65,7 @@ def test_connect_retrieve_train_retrieve(labelstudio, backend, demo_dir):
     labelstudio.api.http.post(f"/api/ml/{ml}/train").raise_for_status()
     time.sleep(0.5)
     log = backend.run_worker()
-    assert "train_project" in log
+    assert "sync_project" in log
     trained = httpx.post(backend.url + "/setup", json={"project": project, "schema": CONFIG}).json()["model_version"]
     assert trained.startswith("vlmae-attention-")
 

@@ -1,0 +1,82 @@
+"""From labels and scores to seeds and to the priorities written into Label Studio.
+
+Pure functions over plain dicts keyed by task id, so the workers and the backtest
+share them and they are testable without Redis or Label Studio.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from backend.labelconfig import LabelConfig
+
+Labels = list[list[str] | None]  # per Choices control, the task's labels (None = not labelled)
+
+TOP_EXACT = 50  # the first tasks of the queue get a priority each...
+TAIL_LEVELS = 100  # ...the rest share this many levels, so a write-back needs few bulk calls
+
+
+def priorities(order: list[int]) -> dict[int, float]:
+    """Task id -> priority (higher = label sooner): 101..150 for the first TOP_EXACT tasks,
+    then 0..100 by rank percentile."""
+    n_tail = max(1, len(order) - TOP_EXACT)
+    out = {}
+    for rank, task in enumerate(order):
+        if rank < TOP_EXACT:
+            out[task] = float(TAIL_LEVELS + TOP_EXACT - rank)
+        else:
+            out[task] = float(round(TAIL_LEVELS * (1 - (rank - TOP_EXACT) / n_tail)))
+    return out
+
+
+def changed_groups(new: dict[int, float], old: dict[int, float]) -> dict[float, list[int]]:
+    """value -> tasks whose priority must be (re)written to that value."""
+    groups: dict[float, list[int]] = defaultdict(list)
+    for task, value in new.items():
+        if old.get(task) != value:
+            groups[value].append(task)
+    return dict(groups)
+
+
+def target_labels(config: LabelConfig, labels: dict[int, Labels], explicit: str) -> set[tuple[str, str]]:
+    """(control, label) pairs to hunt: the configured ones, else the rare ones among the labels so
+    far (seen, but in under half the share a uniform spread would give)."""
+    if explicit.strip():
+        pairs = {tuple(p.strip().split(":", 1)) for p in explicit.split(",") if ":" in p}
+        return {(c, lab) for c, lab in pairs}  # type: ignore[misc]
+    rare = set()
+    for h, control in enumerate(config.controls):
+        counts = Counter(lab for task in labels.values() if task[h] for lab in task[h] or [])
+        total = sum(counts.values())
+        for label, count in counts.items():
+            if total and count / total < 0.5 / len(control.labels):
+                rare.add((control.name, label))
+    return rare
+
+
+def is_target_positive(config: LabelConfig, labels: Labels, targets: set[tuple[str, str]]) -> bool:
+    """The task carries a label being hunted: its neighbours are likely positives too."""
+    return any(
+        (control.name, lab) in targets
+        for control, chosen in zip(config.controls, labels, strict=True)
+        for lab in chosen or []
+    )
+
+
+def is_misprediction(config: LabelConfig, labels: Labels, previous: list[list[float]] | None,
+                     confidence: float) -> bool:
+    """The model had predicted another label with at least `confidence` before it saw this one."""
+    if previous is None:
+        return False
+    for control, chosen, probs in zip(config.controls, labels, previous, strict=False):
+        if not chosen or control.multiple or any(x != x for x in probs):  # NaN: no prediction then
+            continue
+        best = max(range(len(probs)), key=probs.__getitem__)
+        if probs[best] >= confidence and control.labels[best] not in chosen:
+            return True
+    return False
+
+
+def as_jsonable(probs: list[Any]) -> list[list[float]]:
+    return [[round(float(x), 4) for x in p] for p in probs]

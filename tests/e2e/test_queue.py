@@ -1,0 +1,153 @@
+"""Labels arrive in a real Label Studio; real RQ workers reorder its queue and pre-label imports."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import httpx
+import numpy as np
+import redis
+from test_predictions import CONFIG, LABELS, TARGETS, import_demo
+
+from backend.config import Settings
+from backend.labelconfig import parse_label_config
+from backend.state import ProjectMirror
+
+TAB = "broaden: most valuable first"
+FIELD = "broaden_priority"
+
+
+def tab_order(api, project: int) -> tuple[int, list[dict]]:
+    views = api.http.get("/api/dm/views", params={"project": project}).json()
+    (view,) = [v for v in views if v["data"].get("title") == TAB]
+    body = api.http.get("/api/tasks", params={"project": project, "view": view["id"], "page_size": 500,
+                                              "fields": "all"}).json()
+    return view["id"], body["tasks"]
+
+
+def priorities(api, project: int) -> dict[int, float]:
+    return {t["id"]: t["data"].get(FIELD) for t in api.list_tasks(project)}
+
+
+def label(api, task_id: int, item: dict, **override: str) -> int:
+    chosen = {**item["label"], **override}
+    return api.annotate(task_id, [
+        {"from_name": n, "to_name": TARGETS[n], "type": "choices", "value": {"choices": [chosen[n]]}}
+        for n in LABELS
+    ])
+
+
+def total(log: str) -> dict:
+    """The reports of the sync jobs a worker ran, added up (a run may need a follow-up job)."""
+    reports = [ast.literal_eval(ln.split("sync ", 1)[1]) for ln in log.splitlines() if " sync {" in ln]
+    assert reports, log[-3000:]
+    out = {k: sum(r[k] for r in reports) for k in ("ranked", "priorities_written", "predictions_written")}
+    out["trained"] = next((r["trained"] for r in reports if r["trained"]), None)
+    out["ranked"] = reports[-1]["ranked"]
+    return out
+
+
+def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
+    api = labelstudio.api
+    project = api.create_project("broaden queue", CONFIG)
+    api.connect_ml_backend(project, backend.url, "broaden")
+
+    # Imports are pre-labelled without anyone asking: TASKS_CREATED reaches /webhook, a worker runs.
+    task_ids, manifest = import_demo(api, project, demo_dir)
+    report = total(backend.run_worker())
+    assert report["ranked"] == len(task_ids) and report["predictions_written"] == len(task_ids)
+    tasks = api.list_tasks(project)
+    assert all(len(t["predictions"]) == 1 and t["predictions"][0]["result"] for t in tasks)
+    assert api.get_project(project)["model_version"] == tasks[0]["predictions"][0]["model_version"]
+    assert all(isinstance(t["data"][FIELD], float | int) for t in tasks)
+    assert all(t["data"]["caption"] for t in tasks)  # the user's own keys are kept
+
+    # The ranked tab serves tasks by priority, as numbers; "Label All Tasks" follows it.
+    view, ordered = tab_order(api, project)
+    values = [t["data"][FIELD] for t in ordered]
+    assert values == sorted(values, reverse=True)
+    nxt = api.http.get(f"/api/projects/{project}/next", params={"view": view}).json()
+    assert nxt["data"][FIELD] == max(values)
+
+    # Label the pool half: a retrain, and the order changes as the new priorities say.
+    before = priorities(api, project)
+    by_id = dict(zip(task_ids, manifest, strict=True))
+    pool = [t for t in task_ids if by_id[t]["split"] == "pool"]
+    annotations = {t: label(api, t, by_id[t]) for t in pool[:8]}
+    report = total(backend.run_worker())
+    assert report["trained"].startswith("vlmae-attention-")
+    after = priorities(api, project)
+    assert after != before
+    _, ordered = tab_order(api, project)
+    unlabelled = [t for t in ordered if t["id"] not in annotations]
+    values = [t["data"][FIELD] for t in unlabelled]
+    assert values == sorted(values, reverse=True)
+
+    # A duplicated webhook changes nothing.
+    payload = {"action": "ANNOTATION_CREATED", "project": {"id": project},
+               "annotation": {"id": annotations[pool[0]], "task": pool[0]}, "task": {"id": pool[0]}}
+    for _ in range(2):
+        assert httpx.post(backend.url + "/webhook", json=payload).status_code == 200
+    report = total(backend.run_worker())
+    assert report["trained"] is None and report["priorities_written"] == 0 and report["predictions_written"] == 0
+    assert priorities(api, project) == after
+
+    # A confident misprediction seeds the broadening: its nearest unlabelled neighbours move up.
+    r = redis.Redis.from_url(redis_url)
+    mirror = ProjectMirror(r, project)
+    probs = mirror.load("probs")
+    config = parse_label_config(CONFIG)
+    h = [c.name for c in config.controls].index("category")
+    candidates = [t for t in pool[8:] if max(probs[t][h]) >= 0.5]
+    assert candidates, "no confident prediction to contradict"
+    target = max(candidates, key=lambda t: max(probs[t][h]))
+    predicted = config.controls[h].labels[int(np.argmax(probs[target][h]))]
+    wrong = next(lab for lab in config.controls[h].labels if lab != predicted)
+    annotations[target] = label(api, target, by_id[target], category=wrong)
+    backend.run_worker()
+    assert mirror.load("seeds").get(target) == "misprediction"
+    neighbours = nearest_unlabelled(backend, project, target, set(annotations), k=3)
+    now = priorities(api, project)
+    top = sorted((t for t in now if t not in annotations), key=lambda t: -now[t])[:6]
+    assert set(neighbours) & set(top)
+
+    # Deleting an annotation returns its task to the queue; deleting a task removes it.
+    api.http.delete(f"/api/annotations/{annotations.pop(pool[0])}").raise_for_status()
+    doomed = pool[9] if pool[9] != target else pool[10]
+    api.http.delete(f"/api/tasks/{doomed}").raise_for_status()
+    backend.run_worker()
+    assert str(pool[0]) not in {k.decode() for k in r.hkeys(mirror.key("labels"))}
+    assert doomed not in mirror.load("tasks")
+    _, ordered = tab_order(api, project)
+    assert pool[0] in [t["id"] for t in ordered] and doomed not in [t["id"] for t in ordered]
+
+
+def nearest_unlabelled(backend, project: int, task: int, labelled: set[int], k: int) -> list[int]:
+    """The task's nearest unlabelled neighbours in the trained model's fused space, computed here
+    with the same code and the same Redis state as the workers."""
+    from backend.encoders import load_encoders
+    from backend.predictor import Predictor
+
+    env = backend.env
+    settings = Settings(redis_url=env["REDIS_URL"], label_studio_url=env["LABEL_STUDIO_URL"],
+                        label_studio_api_key=env["LABEL_STUDIO_API_KEY"])
+    r = redis.Redis.from_url(settings.redis_url)
+    data = ProjectMirror(r, project).load("tasks")
+    ids = sorted(data)
+    p = Predictor(settings, load_encoders(settings), r)
+    scored = p.score([{"id": t, "data": data[t]} for t in ids], parse_label_config(CONFIG), project)
+    emb = scored.embeddings / np.linalg.norm(scored.embeddings, axis=1, keepdims=True)
+    rows = [ids[i] for i in scored.rows]
+    sims = emb @ emb[rows.index(task)]
+    ranked = [rows[i] for i in np.argsort(-sims) if rows[i] not in labelled and rows[i] != task]
+    return ranked[:k]
+
+
+def test_payload_json_is_not_trusted(backend):
+    """A webhook naming tasks of a project that does not exist is acknowledged, then fails in
+    the job on Label Studio's answer, never in the web process."""
+    res = httpx.post(backend.url + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 987654},
+                                                    "tasks": [{"id": 1}]})
+    assert res.status_code == 200 and res.json()["status"] == "queued"
+    json.dumps(res.json())

@@ -1,0 +1,169 @@
+"""The stages of keeping one project's queue in order. Each reads Label Studio's truth or
+the project's mirror in Redis and is safe to repeat; `workers.jobs` strings them into jobs.
+
+    refresh  re-read hinted (or all) tasks from Label Studio -> mirror: data, labels, seeds
+    train    retrain fusion + heads when the labels changed
+    rescore  probabilities and embeddings of every task (cached encoder features)
+    rank     seeds + strategy (LSB + uncertainty by default) -> priorities
+    write    changed priorities and stale predictions back to Label Studio, the ranked tab
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend import labelstudio as ls
+from backend.labelconfig import LabelConfig, parse_label_config
+from backend.predictor import Predictor, Scored
+from backend.ranking import (
+    as_jsonable,
+    changed_groups,
+    is_misprediction,
+    is_target_positive,
+    priorities,
+    target_labels,
+)
+from backend.state import ProjectMirror, ProjectState
+from backend.strategies import STRATEGIES, Pool
+from backend.training import labels_from_annotations
+
+log = logging.getLogger(__name__)
+WRITE_THREADS = 4
+
+
+@dataclass
+class Report:
+    project: int
+    refreshed: int = 0
+    trained: str | None = None
+    ranked: int = 0
+    priorities_written: int = 0
+    predictions_written: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, started: float) -> None:
+        self.seconds[stage] = round(time.perf_counter() - started, 3)
+
+
+def load_config(p: Predictor, project: int, mirror: ProjectMirror) -> tuple[str, LabelConfig, bool]:
+    """The project's label config from Label Studio; a changed config resets what depends on it."""
+    xml = ls.label_config(p.settings, project)
+    config = parse_label_config(xml)
+    changed = mirror.get("fingerprint") != config.fingerprint
+    if changed:
+        mirror.reset()
+        ProjectState(p.r, project).drop_model()
+        mirror.put("fingerprint", config.fingerprint)
+    ProjectState(p.r, project).set_label_config(xml)
+    return xml, config, changed
+
+
+def refresh(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirror,
+            ids: list[int] | None) -> int:
+    """Re-read tasks (all when ids is None) and update the mirror; returns how many were read."""
+    fetched = ls.tasks(p.settings, project, ids)
+    seen = {int(t["id"]) for t in fetched}
+    gone = (set(mirror.load("tasks")) if ids is None else set(ids)) - seen
+    mirror.forget_tasks(sorted(gone))
+    labels = {int(t["id"]): labels_from_annotations(t.get("annotations") or [], config) for t in fetched}
+    labelled = {t: lab for t, lab in labels.items() if any(x is not None for x in lab)}
+    _update_seeds(p, config, mirror, labelled)
+    mirror.save("tasks", {int(t["id"]): t["data"] for t in fetched}, replace=ids is None)
+    mirror.save("labels", labelled, replace=ids is None)
+    mirror.drop("labels", sorted(seen - set(labelled)))
+    mirror.drop("seeds", sorted(seen - set(labelled)))
+    return len(fetched)
+
+
+def _update_seeds(p: Predictor, config: LabelConfig, mirror: ProjectMirror, labelled: dict[int, Any]) -> None:
+    """A task labelled for the first time (or differently) against a confident earlier prediction
+    is remembered as a misprediction seed; target positives are recomputed at every ranking."""
+    before, probs = mirror.load("labels"), mirror.load("probs")
+    confidence = p.settings.misprediction_confidence
+    mirror.save("seeds", {
+        task: "misprediction" for task, lab in labelled.items()
+        if before.get(task) != lab and is_misprediction(config, lab, probs.get(task), confidence)
+    })
+
+
+def train(p: Predictor, project: int, xml: str, mirror: ProjectMirror, force: bool) -> str | None:
+    """Retrain when the labels changed since the last training (or when asked); None if not."""
+    labels, data = mirror.load("labels"), mirror.load("tasks")
+    digest = hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()
+    if digest == mirror.get("trained_digest") and not force:
+        return None
+    if not labels:
+        ProjectState(p.r, project).drop_model()
+        mirror.put("trained_digest", digest)
+        return "zero-shot"
+    tasks = [{"id": t, "data": data[t], "labels": lab} for t, lab in labels.items() if t in data]
+    result = p.fit_labels(project, tasks, xml)
+    mirror.put("trained_digest", digest)
+    return str(result.get("model_version"))
+
+
+def rescore(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirror) -> tuple[list[int], Scored]:
+    data = mirror.load("tasks")
+    ids = sorted(data)
+    scored = p.score([{"id": t, "data": data[t]} for t in ids], config, project)
+    return ids, scored
+
+
+def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int], scored: Scored) -> list[int]:
+    """Unlabelled task ids, most valuable first, by the configured strategy over the encoded tasks."""
+    s = p.settings
+    rows = [ids[i] for i in scored.rows]
+    labels, stored_seeds = mirror.load("labels"), mirror.load("seeds")
+    targets = target_labels(config, labels, s.targets)
+    seeds = {t for t, lab in labels.items() if is_target_positive(config, lab, targets)} | set(stored_seeds)
+    probs = [np.nan_to_num(pr, nan=1.0 / max(pr.shape[1], 1)) for pr in scored.probs]
+    pool = Pool(
+        probs=probs, multiple=[c.multiple for c in config.controls], embeddings=scored.embeddings,
+        labelled=np.array([t in labels for t in rows], dtype=bool),
+        seeds=np.array([i for i, t in enumerate(rows) if t in seeds], dtype=np.int64),
+    )
+    # Kept to tell, when a label arrives, whether the model had confidently predicted otherwise.
+    mirror.save("probs", {t: as_jsonable([pr[i] for pr in scored.probs]) for i, t in enumerate(rows)})
+    if not len(pool.unlabelled):
+        return []
+    strategy = STRATEGIES[s.strategy](k=s.lsb_k, threshold=s.lsb_threshold, share=s.lsb_share)
+    order = strategy.rank(pool, np.random.default_rng(s.seed))
+    return [rows[i] for i in order]
+
+
+def write_priorities(p: Predictor, project: int, mirror: ProjectMirror, order: list[int]) -> int:
+    new = priorities(order)
+    old = {t: float(v) for t, v in mirror.load("priority").items()}
+    groups = changed_groups(new, old)
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        list(pool.map(lambda g: ls.set_data_field(p.settings, project, g[1], p.settings.priority_field, g[0]),
+                      groups.items()))
+    mirror.drop("priority", sorted(set(old) - set(new)))  # labelled or deleted since
+    mirror.save("priority", {t: v for v, ts in groups.items() for t in ts})
+    ls.ensure_view(p.settings, project, p.settings.ranked_tab, p.settings.priority_field)
+    return sum(len(ts) for ts in groups.values())
+
+
+def write_predictions(p: Predictor, project: int, mirror: ProjectMirror, ids: list[int], scored: Scored) -> int:
+    """Push predictions whose model version Label Studio does not have yet, then show that version."""
+    shown = mirror.load("predver")
+    fresh = [
+        {"task": t, "result": [r.model_dump() for r in pred.result], "score": pred.score,
+         "model_version": pred.model_version}
+        for t, pred in zip(ids, scored.predictions, strict=True)
+        if pred.result and shown.get(t) != pred.model_version
+    ]
+    ls.import_predictions(p.settings, project, fresh)
+    mirror.save("predver", {pr["task"]: pr["model_version"] for pr in fresh})
+    if mirror.get("shown_version") != scored.version:
+        ls.set_model_version(p.settings, project, scored.version)
+        mirror.put("shown_version", scored.version)
+    return len(fresh)
