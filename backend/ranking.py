@@ -64,19 +64,28 @@ def is_target_positive(config: LabelConfig, labels: Labels, targets: set[tuple[s
     )
 
 
-def is_misprediction(config: LabelConfig, labels: Labels, previous: list[list[float]] | None,
-                     confidence: float) -> bool:
-    """The model had predicted another label with at least `confidence` before it saw this one."""
-    if previous is None:
+OUR_VERSIONS = ("zeroshot-", "vlmae-")
+
+
+def is_misprediction(task: dict[str, Any], config: LabelConfig, labels: Labels, confidence: float) -> bool:
+    """broaden's last prediction stored on the task before its first annotation chose another label
+    with at least `confidence`. Read from Label Studio's own records, so it survives any loss of
+    broaden's state and a resync finds the same seeds."""
+    annotated = [str(a.get("created_at") or "") for a in task.get("annotations") or []]
+    if not annotated:
         return False
-    for control, chosen, probs in zip(config.controls, labels, previous, strict=False):
-        if not chosen or control.multiple or any(x != x for x in probs):  # NaN: no prediction then
-            continue
-        best = max(range(len(probs)), key=probs.__getitem__)
-        if probs[best] >= confidence and control.labels[best] not in chosen:
+    first = min(annotated)
+    earlier = [
+        p for p in task.get("predictions") or []
+        if str(p.get("model_version") or "").startswith(OUR_VERSIONS) and str(p.get("created_at") or "") < first
+    ]
+    if not earlier:
+        return False
+    latest = max(earlier, key=lambda p: str(p.get("created_at") or ""))
+    chosen = {c.name: set(lab or []) for c, lab in zip(config.controls, labels, strict=True)}
+    for region in latest.get("result") or []:
+        said = set((region.get("value") or {}).get("choices") or [])
+        truth = chosen.get(region.get("from_name"), set())
+        if truth and said and said != truth and float(region.get("score") or 0) >= confidence:
             return True
     return False
-
-
-def as_jsonable(probs: list[Any]) -> list[list[float]]:
-    return [[round(float(x), 4) for x in p] for p in probs]

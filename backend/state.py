@@ -50,12 +50,12 @@ class ProjectState:
 
 class ProjectMirror:
     """What the workers know of a project's tasks, read from Label Studio's API (never from a
-    webhook payload): task data, labels per task, last scores, written priorities, seeds.
+    webhook payload): task data, labels per task, written priorities and prediction versions, seeds.
 
     Hashes keyed by task id, so one task's update is one HSET and a resync can rebuild all of it.
     """
 
-    FIELDS = ("tasks", "labels", "probs", "priority", "predver", "seeds")
+    FIELDS = ("tasks", "labels", "priority", "predver", "seeds")
 
     def __init__(self, r: redis.Redis, project: int):
         self.r, self.project = r, project

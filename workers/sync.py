@@ -24,7 +24,6 @@ from backend import labelstudio as ls
 from backend.labelconfig import LabelConfig, parse_label_config
 from backend.predictor import Predictor, Scored
 from backend.ranking import (
-    as_jsonable,
     changed_groups,
     is_misprediction,
     is_target_positive,
@@ -75,23 +74,15 @@ def refresh(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirr
     mirror.forget_tasks(sorted(gone))
     labels = {int(t["id"]): labels_from_annotations(t.get("annotations") or [], config) for t in fetched}
     labelled = {t: lab for t, lab in labels.items() if any(x is not None for x in lab)}
-    _update_seeds(p, config, mirror, labelled)
+    confidence = p.settings.misprediction_confidence
+    mispredicted = {int(t["id"]) for t in fetched if int(t["id"]) in labelled
+                    and is_misprediction(t, config, labelled[int(t["id"])], confidence)}
     mirror.save("tasks", {int(t["id"]): t["data"] for t in fetched}, replace=ids is None)
     mirror.save("labels", labelled, replace=ids is None)
     mirror.drop("labels", sorted(seen - set(labelled)))
-    mirror.drop("seeds", sorted(seen - set(labelled)))
+    mirror.save("seeds", dict.fromkeys(mispredicted, "misprediction"), replace=ids is None)
+    mirror.drop("seeds", sorted(seen - mispredicted))
     return len(fetched)
-
-
-def _update_seeds(p: Predictor, config: LabelConfig, mirror: ProjectMirror, labelled: dict[int, Any]) -> None:
-    """A task labelled for the first time (or differently) against a confident earlier prediction
-    is remembered as a misprediction seed; target positives are recomputed at every ranking."""
-    before, probs = mirror.load("labels"), mirror.load("probs")
-    confidence = p.settings.misprediction_confidence
-    mirror.save("seeds", {
-        task: "misprediction" for task, lab in labelled.items()
-        if before.get(task) != lab and is_misprediction(config, lab, probs.get(task), confidence)
-    })
 
 
 def train(p: Predictor, project: int, xml: str, mirror: ProjectMirror, force: bool) -> str | None:
@@ -104,7 +95,7 @@ def train(p: Predictor, project: int, xml: str, mirror: ProjectMirror, force: bo
         ProjectState(p.r, project).drop_model()
         mirror.put("trained_digest", digest)
         return "zero-shot"
-    tasks = [{"id": t, "data": data[t], "labels": lab} for t, lab in labels.items() if t in data]
+    tasks = [{"id": t, "data": data[t], "labels": lab} for t, lab in sorted(labels.items()) if t in data]
     result = p.fit_labels(project, tasks, xml)
     mirror.put("trained_digest", digest)
     return str(result.get("model_version"))
@@ -130,8 +121,6 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
         labelled=np.array([t in labels for t in rows], dtype=bool),
         seeds=np.array([i for i, t in enumerate(rows) if t in seeds], dtype=np.int64),
     )
-    # Kept to tell, when a label arrives, whether the model had confidently predicted otherwise.
-    mirror.save("probs", {t: as_jsonable([pr[i] for pr in scored.probs]) for i, t in enumerate(rows)})
     if not len(pool.unlabelled):
         return []
     strategy = STRATEGIES[s.strategy](k=s.lsb_k, threshold=s.lsb_threshold, share=s.lsb_share)

@@ -96,14 +96,13 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     # A confident misprediction seeds the broadening: its nearest unlabelled neighbours move up.
     r = redis.Redis.from_url(redis_url)
     mirror = ProjectMirror(r, project)
-    probs = mirror.load("probs")
     config = parse_label_config(CONFIG)
-    h = [c.name for c in config.controls].index("category")
-    candidates = [t for t in pool[8:] if max(probs[t][h]) >= 0.5]
-    assert candidates, "no confident prediction to contradict"
-    target = max(candidates, key=lambda t: max(probs[t][h]))
-    predicted = config.controls[h].labels[int(np.argmax(probs[target][h]))]
-    wrong = next(lab for lab in config.controls[h].labels if lab != predicted)
+    shown = {t["id"]: {reg["from_name"]: reg for reg in t["predictions"][-1]["result"]}
+             for t in api.list_tasks(project) if t["id"] in pool[8:]}
+    target = max(shown, key=lambda t: shown[t]["category"]["score"])
+    assert shown[target]["category"]["score"] >= 0.5, "no confident prediction to contradict"
+    predicted = shown[target]["category"]["value"]["choices"][0]
+    wrong = next(lab for lab in config.controls[0].labels if lab != predicted)
     annotations[target] = label(api, target, by_id[target], category=wrong)
     backend.run_worker()
     assert mirror.load("seeds").get(target) == "misprediction"
