@@ -1,4 +1,4 @@
-"""`broaden` command line: serve, worker, status, demo-data."""
+"""`broaden` command line: serve, worker, status, backfill, demo-data."""
 
 from __future__ import annotations
 
@@ -52,26 +52,84 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def status(args: argparse.Namespace) -> None:
+    import json
+    import time
+
     import redis
+    from rich.console import Console
+    from rich.table import Table
     from rq import Worker
 
-    from backend.state import ProjectState
+    from backend.state import ProjectMirror
     from workers.enqueue import queue
 
     r = redis.Redis.from_url(get_settings().redis_url)
     q = queue(r)
-    lines = [
-        f"queue {q.name}: {q.count} queued, {q.started_job_registry.get_job_count(cleanup=False)} running, "
-        f"{q.failed_job_registry.get_job_count(cleanup=False)} failed, "
-        f"{q.scheduled_job_registry.get_job_count(cleanup=False)} scheduled",
-        f"workers: {len(Worker.all(connection=r))}",
-    ]
-    for key in sorted(r.scan_iter("broaden:p:*:model_version")):
+    console = Console()
+    failed = q.failed_job_registry
+    console.print(
+        f"queue [bold]{q.name}[/]: {q.count} queued, "
+        f"{q.started_job_registry.get_job_count(cleanup=False)} running, "
+        f"{q.scheduled_job_registry.get_job_count(cleanup=False)} waiting to retry, "
+        f"{failed.get_job_count(cleanup=False)} failed; {len(Worker.all(connection=r))} workers"
+    )
+    for job in q.job_class.fetch_many(failed.get_job_ids(cleanup=False)[-5:], connection=r, serializer=q.serializer):
+        if job is not None:
+            reason = (job.exc_info or "").strip().splitlines()[-1:] or ["?"]
+            console.print(f"  failed {job.id}: {reason[0][:160]}")
+    table = Table("project", "model version", "trained on", "tasks ranked", "last sync")
+    for key in sorted(r.scan_iter("broaden:p:*:last_sync")):
         project = int(key.decode().split(":")[2])
-        state = ProjectState(r, project)
-        info = state.model_info()
-        lines.append(f"project {project}: model {state.model_version()} trained on {info.get('trained_on', 0)} tasks")
-    sys.stdout.write("\n".join(lines) + "\n")
+        last = json.loads(ProjectMirror(r, project).get("last_sync") or "{}")
+        info = json.loads(r.get(f"broaden:p:{project}:model_info") or "{}")
+        ago = f"{time.time() - last.get('finished_at', time.time()):.0f} s ago"
+        table.add_row(str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
+                      str(last.get("ranked", 0)), ago)
+    console.print(table)
+
+
+def backfill(args: argparse.Namespace) -> None:
+    """Encode and pre-label a project's existing tasks, spread over the workers, then rank them.
+    Re-running it resumes: encoded media are cached, queued chunks are not queued twice."""
+    import hashlib
+    import time
+
+    import redis
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job
+    from tqdm import tqdm
+
+    from backend import labelstudio as ls
+    from workers.enqueue import enqueue, queue
+
+    settings = get_settings()
+    r = redis.Redis.from_url(settings.redis_url)
+    ids = sorted(int(t["id"]) for t in ls.tasks(settings, args.project))
+    jobs = []
+    for start in range(0, len(ids), args.chunk):
+        chunk = ids[start : start + args.chunk]
+        job_id = f"encode-p{args.project}-{hashlib.sha256(str(chunk).encode()).hexdigest()[:16]}"
+        try:
+            queue(r).enqueue_call("workers.jobs.encode_tasks", kwargs={"project_id": args.project,
+                                  "task_ids": chunk}, job_id=job_id, timeout=3600, result_ttl=7 * 86400,
+                                  unique=True)
+        except DuplicateJobError:
+            pass  # queued or done by an earlier run
+        jobs.append(job_id)
+    with tqdm(total=len(ids), desc=f"encoding project {args.project}", unit="task") as bar:
+        pending = set(jobs)
+        while pending:
+            for job_id in list(pending):
+                job = Job.fetch(job_id, connection=r, serializer=queue(r).serializer)
+                if job.is_finished or job.is_failed:
+                    pending.discard(job_id)
+                    bar.update(len(job.kwargs["task_ids"]))
+                    if job.is_failed:
+                        bar.write(f"chunk {job_id} failed: see `broaden status`")
+            time.sleep(0.5)
+    sync_id = enqueue(r, "workers.jobs.resync_project", f"resync-p{args.project}-{int(time.time())}",
+                      project_id=args.project)
+    logging.getLogger(__name__).info("encoded %d tasks; ranking and pre-labelling in job %s", len(ids), sync_id)
 
 
 def demo_data(args: argparse.Namespace) -> None:
@@ -96,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("status", help="queue depths, failed jobs, per-project models")
     p.set_defaults(func=status)
+
+    p = sub.add_parser("backfill", help="encode, pre-label and rank a project's existing tasks")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--chunk", type=int, default=200, help="tasks per encoding job (default 200)")
+    p.set_defaults(func=backfill)
 
     from backend import demo
 

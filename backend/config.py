@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     targets: str = ""
     # A labelled task whose earlier prediction was this confident and wrong becomes a seed.
     misprediction_confidence: float = 0.8
+    lock_ttl_s: int = 60  # a killed worker's project lock frees itself after this long
     priority_field: str = "broaden_priority"  # task data key the ranked tab sorts by
     ranked_tab: str = "broaden: most valuable first"
 

@@ -9,13 +9,16 @@ would otherwise travel through Redis between jobs.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
+from redis.exceptions import LockError
 from rq import get_current_job
 
 from backend.state import ProjectMirror
@@ -34,11 +37,35 @@ def _progress(stage: str, **meta: Any) -> None:
 
 @contextmanager
 def _project_lock(project_id: int) -> Iterator[None]:
-    r = runtime.predictor().r
+    """One job at a time per project, across workers and hosts. The lock lives `lock_ttl_s` and a
+    thread renews it while the job runs, so a killed worker frees the project within that time."""
+    p = runtime.predictor()
+    ttl = p.settings.lock_ttl_s
     _progress("waiting for the project lock")
-    # The timeout frees the lock if this worker is killed; a job never runs longer than JOB_TIMEOUT_S.
-    with r.lock(f"broaden:p:{project_id}:lock", timeout=JOB_TIMEOUT_S + 60, blocking_timeout=JOB_TIMEOUT_S):
+    lock = p.r.lock(f"broaden:p:{project_id}:lock", timeout=ttl, thread_local=False)
+    if not lock.acquire(blocking_timeout=JOB_TIMEOUT_S):
+        raise TimeoutError(f"project {project_id} stayed locked for {JOB_TIMEOUT_S} s")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                lock.reacquire()
+            except LockError:
+                log.error("project %s: lost its lock while working", project_id)
+                return
+
+    keeper = threading.Thread(target=renew, daemon=True)
+    keeper.start()
+    try:
         yield
+    finally:
+        stop.set()
+        keeper.join()
+        try:
+            lock.release()
+        except LockError:
+            log.warning("project %s: lock had expired before release", project_id)
 
 
 def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
@@ -79,7 +106,8 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
         report.timed("write predictions", started)
 
         mirror.clear_hints(dirty, full_hint, retrain)
-    result = asdict(report)
+        result = asdict(report)
+        mirror.put("last_sync", json.dumps({**result, "finished_at": time.time(), "model_version": scored.version}))
     log.info("sync %s", result)
     _progress("done", **{k: v for k, v in result.items() if isinstance(v, int | str)})
     return result

@@ -77,6 +77,13 @@ class Backend:
             raise RuntimeError(f"worker failed: {out[-3000:]}")
         return out
 
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """A long-running `broaden worker` in its own process group (to be killed whole)."""
+        cmd = [sys.executable, "-m", "backend.cli", "worker"]
+        log = open(self.log_dir / "worker.log", "ab")
+        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -99,6 +106,7 @@ def backend(labelstudio: LabelStudioServer, redis_url: str, tmp_path_factory: py
         "BROADEN_LOG_LEVEL": "INFO",
         # A 16-task demo rarely makes a model 80% sure; the product default is 0.8.
         "BROADEN_MISPREDICTION_CONFIDENCE": "0.5",
+        "BROADEN_LOCK_TTL_S": "6",  # the recovery test kills a worker holding it
         "PYTHONPATH": str(ROOT),
     }
     server = Backend(env, tmp_path_factory.mktemp("backend"))

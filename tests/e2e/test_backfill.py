@@ -1,0 +1,41 @@
+"""`broaden backfill` pre-labels and ranks tasks that were imported before broaden was connected."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+from test_predictions import CONFIG, import_demo
+from test_queue import FIELD
+
+
+def test_backfill_existing_tasks(labelstudio, backend, demo_dir):
+    api = labelstudio.api
+    project = api.create_project("broaden backfill", CONFIG)
+    task_ids, _ = import_demo(api, project, demo_dir)  # no backend connected: no webhook, no predictions
+    assert not any(t["predictions"] for t in api.list_tasks(project))
+
+    worker = backend.start_worker()
+    try:
+        cmd = [sys.executable, "-m", "backend.cli", "backfill", "--project", str(project), "--chunk", "5"]
+        done = subprocess.run(cmd, env=backend.env, capture_output=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        assert "encoding project" in done.stderr.decode()  # the progress bar
+        deadline = time.monotonic() + 180
+        while True:
+            tasks = api.list_tasks(project)
+            if all(t["predictions"] and FIELD in t["data"] for t in tasks):
+                break
+            assert time.monotonic() < deadline, "backfill did not pre-label every task"
+            time.sleep(1)
+        # Resumable: a second run finds everything encoded and changes nothing it need not.
+        again = subprocess.run(cmd, env=backend.env, capture_output=True, timeout=300, cwd=ROOT)
+        assert again.returncode == 0
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    assert len(tasks) == len(task_ids)
