@@ -1,0 +1,53 @@
+"""No label is lost when a worker is killed mid-job or Redis loses its data: a resync converges."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+from test_predictions import CONFIG, import_demo
+from test_queue import label, priorities
+
+from backend.state import ProjectMirror
+from workers.enqueue import enqueue, queue
+
+
+def resync(backend, r: redis.Redis, project: int) -> str:
+    enqueue(r, "workers.jobs.resync_project", f"resync-p{project}-{time.monotonic_ns()}", project_id=project)
+    return backend.run_worker()
+
+
+def test_killed_worker_then_lost_redis_converge(labelstudio, backend, demo_dir, redis_url):
+    api = labelstudio.api
+    r = redis.Redis.from_url(redis_url)
+    project = api.create_project("broaden recovery", CONFIG)
+    api.connect_ml_backend(project, backend.url, "broaden")
+    task_ids, manifest = import_demo(api, project, demo_dir)
+    backend.run_worker()
+
+    labelled = [t for t, item in zip(task_ids, manifest, strict=True) if item["split"] == "pool"][:6]
+    for t in labelled:
+        label(api, t, manifest[task_ids.index(t)])
+
+    # A worker picks the sync up and is killed (its whole process group) in the middle of it.
+    worker = backend.start_worker()
+    deadline = time.monotonic() + 120
+    while not queue(r).started_job_registry.get_job_ids(cleanup=False):
+        assert time.monotonic() < deadline and worker.poll() is None, "the worker never started the job"
+        time.sleep(0.05)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    resync(backend, r, project)  # waits out the dead worker's project lock (BROADEN_LOCK_TTL_S)
+    mirror = ProjectMirror(r, project)
+    assert sorted(mirror.load("labels")) == sorted(labelled)
+    after_kill = priorities(api, project)
+    assert all(after_kill[t] is not None for t in task_ids)
+
+    # Redis comes back empty: every label and priority is rebuilt from Label Studio, identically.
+    r.flushdb()
+    resync(backend, r, project)
+    assert sorted(mirror.load("labels")) == sorted(labelled)
+    assert priorities(api, project) == after_kill
