@@ -7,13 +7,12 @@ from functools import lru_cache
 import redis
 
 from backend.config import get_settings
+from backend.encoders import load_encoders
 from backend.predictor import Predictor
 
 
 @lru_cache(maxsize=1)
 def predictor() -> Predictor:
-    from backend.encoders import load_encoders
-
     settings = get_settings()
     r = redis.Redis.from_url(settings.redis_url)
     return Predictor(settings, load_encoders(settings), r)
