@@ -41,6 +41,8 @@ WRITE_THREADS = 4
 @dataclass
 class Report:
     project: int
+    started_at: float = field(default_factory=time.time)
+    reordered_at: float | None = None  # wall clock when the new priorities were in Label Studio
     refreshed: int = 0
     trained: str | None = None
     ranked: int = 0
