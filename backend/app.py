@@ -23,6 +23,7 @@ from backend import __version__
 from backend.config import Settings, get_settings
 from backend.errors import BroadenError
 from backend.predictor import Predictor
+from backend.state import ProjectMirror
 from backend.schemas import (
     JobStatusRequest,
     PredictRequest,
@@ -109,14 +110,19 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         return SetupResponse(model_version=p.setup(body.project, body.label_config))
 
     @app.post("/predict", dependencies=auth)
-    def predict(body: PredictRequest, p: PredictorDep) -> PredictResponse:
+    def predict(body: PredictRequest, request: Request, p: PredictorDep) -> PredictResponse:
         started = time.perf_counter()
         config = p.config_for(body.project, body.label_config)
         tasks = [t.model_dump() for t in body.tasks]
-        results = p.predict(tasks, config, body.project)
+        results, deferred = p.predict(tasks, config, body.project, budget_s=settings.predict_budget_s)
+        if deferred and body.project is not None:
+            # Too many unseen media for one request: a worker pre-labels the rest in the background.
+            ProjectMirror(request.app.state.redis, body.project).add_hints(deferred)
+            enqueue.sync(request.app.state.redis, body.project)
         log.info(
-            "predict project=%s tasks=%d empty=%d in %.3fs",
-            body.project, len(tasks), sum(not r.result for r in results), time.perf_counter() - started,
+            "predict project=%s tasks=%d empty=%d deferred=%d in %.3fs",
+            body.project, len(tasks), sum(not r.result for r in results), len(deferred),
+            time.perf_counter() - started,
         )
         return PredictResponse(results=results)
 

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # How long an http(s) URL's content is trusted before it is fetched again to see if it changed.
     url_revalidate_s: int = 3600
 
+    # /predict encodes unseen media for at most this long; a worker pre-labels the rest.
+    # Label Studio waits 100 s for /predict.
+    predict_budget_s: float = 60.0
+
     # Training of the fusion layer and head.
     train_epochs: int = 60
     train_batch_size: int = 64

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 # by this factor before the softmax. Kept low so zero-shot scores stay modest.
 ZERO_SHOT_SCALE = 10.0
 MODEL_CACHE_SIZE = 16
-PREDICT_BATCH = 256
+PREDICT_BATCH = 256  # tasks per forward pass
+PREDICT_CHUNK = 64  # tasks encoded between two looks at the /predict time budget
 
 
 @dataclass
@@ -103,12 +105,26 @@ class Predictor:
             raise PayloadError("no label config: send label_config, or connect the project first (/setup)")
         return parse_label_config(xml)
 
-    def predict(self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None) -> list[Prediction]:
-        """One prediction per task, in order; a task that cannot be encoded gets an empty result."""
+    def predict(
+        self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None, budget_s: float | None = None
+    ) -> tuple[list[Prediction], list[int]]:
+        """One prediction per task, in order; a task that cannot be encoded gets an empty result.
+
+        Encoding unseen media is the slow part. Once `budget_s` is spent (checked after each chunk
+        of PREDICT_CHUNK tasks, so at least one chunk is always answered), the remaining tasks get
+        an empty result and their ids are returned, to be pre-labelled by a worker instead:
+        Label Studio gives up on /predict after 100 s and would then store nothing at all.
+        """
+        started = time.monotonic()
         out: list[Prediction] = []
-        for start in range(0, len(tasks), PREDICT_BATCH):
-            out += self.score(tasks[start : start + PREDICT_BATCH], config, project).predictions
-        return out
+        for start in range(0, len(tasks), PREDICT_CHUNK):
+            if start and budget_s is not None and time.monotonic() - started > budget_s:
+                rest = tasks[start:]
+                version = self.model_version(project, config)
+                out += [Prediction(result=[], score=None, model_version=version) for _ in rest]
+                return out, [int(t["id"]) for t in rest if isinstance(t.get("id"), int)]
+            out += self.score(tasks[start : start + PREDICT_CHUNK], config, project).predictions
+        return out, []
 
     def score(self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None) -> Scored:
         """Probabilities, embeddings and predictions of the tasks that could be encoded."""
