@@ -86,11 +86,21 @@ class MediaFetcher:
         self._ls_url = base.strip().rstrip("/") if base else None
         self._ls_origin = _origin(self._ls_url) if self._ls_url else None
         self._headers = dict(headers or {})
-        # Redirects are followed by hand so auth headers can be chosen per hop.
-        self._client = httpx.Client(timeout=settings.media_timeout_s, follow_redirects=False)
+        self._roots = settings.media_root_list  # realpath of each root, once per fetcher
+        self._http: httpx.Client | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        # Created on the first URL fetch: building one loads the CA certificates, which would
+        # otherwise dominate a /predict whose media are all cached.
+        if self._http is None:
+            # Redirects are followed by hand so auth headers can be chosen per hop.
+            self._http = httpx.Client(timeout=self._settings.media_timeout_s, follow_redirects=False)
+        return self._http
 
     def close(self) -> None:
-        self._client.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> MediaFetcher:
         return self
@@ -151,7 +161,7 @@ class MediaFetcher:
         return next((kind for prefix, kind in _LS_PREFIXES.items() if path.startswith(prefix)), "url")
 
     def _checked_path(self, raw: str) -> str:
-        roots = self._settings.media_root_list
+        roots = self._roots
         if not roots:
             raise MediaError("local file paths are disabled: set BROADEN_MEDIA_ROOTS to allow a directory")
         candidates = [raw] if os.path.isabs(raw) else [os.path.join(root, raw) for root in roots]
@@ -183,7 +193,7 @@ class MediaFetcher:
 
     def _stat_file(self, path: str) -> os.stat_result:
         # Checked again at use: the tree may have changed since resolve().
-        if not _under(os.path.realpath(path), self._settings.media_root_list):
+        if not _under(os.path.realpath(path), self._roots):
             raise MediaError(f"path {path!r} is outside BROADEN_MEDIA_ROOTS")
         try:
             st = os.stat(path)

@@ -68,12 +68,11 @@ def _pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, enc
     concatenated (zeros where an object is missing)."""
     parts = []
     for obj in config.objects:
-        dim = encoders.for_kind(obj.kind).dim
-        block = np.zeros((len(rows), dim), np.float32)
-        for r, feats in enumerate(rows):
-            if obj.name in feats:
-                v = feats[obj.name].mean(0)
-                block[r] = v / (np.linalg.norm(v) + 1e-8)
+        block = np.zeros((len(rows), encoders.for_kind(obj.kind).dim), np.float32)
+        present = [r for r, feats in enumerate(rows) if obj.name in feats]
+        if present:
+            means = np.stack([rows[r][obj.name].mean(0) for r in present])
+            block[present] = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-8)
         parts.append(block)
     return np.concatenate(parts, 1) if parts else np.zeros((len(rows), 1), np.float32)
 

@@ -301,8 +301,9 @@ def test_fetch_http_ok_and_client_reuse(fetcher: MediaFetcher, ls_server: _Serve
 
 def test_client_closed_on_exit(ls_server: _Server) -> None:
     with MediaFetcher(make_settings(), label_studio_url=ls_server.base) as f:
-        pass
-    assert f._client.is_closed
+        f.fetch(f.resolve("/data/upload/1/a.png"))
+        client = f._client
+    assert client.is_closed
 
 
 def test_label_studio_headers_only_go_to_label_studio(
