@@ -99,8 +99,7 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
 
         started = time.perf_counter()
         _progress("writing back")
-        report.priorities_written = sync.write_priorities(p, project_id, mirror, order)
-        report.reordered_at = time.time()
+        sync.write_priorities(p, project_id, mirror, order, report, exact=full)
         report.timed("write priorities", started)
         started = time.perf_counter()
         report.predictions_written = sync.write_predictions(p, project_id, mirror, ids, scored)

@@ -130,17 +130,23 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
     return [rows[i] for i in order]
 
 
-def write_priorities(p: Predictor, project: int, mirror: ProjectMirror, order: list[int]) -> int:
-    new = priorities(order)
+def write_priorities(
+    p: Predictor, project: int, mirror: ProjectMirror, order: list[int], report: Report, exact: bool
+) -> None:
+    """Changed priorities into Label Studio: the head of the queue first (then the queue is
+    reordered for annotators), then the tail levels (all exactly when `exact`: a full resync)."""
     old = {t: float(v) for t, v in mirror.load("priority").items()}
-    groups = changed_groups(new, old)
-    with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        list(pool.map(lambda g: ls.set_data_field(p.settings, project, g[1], p.settings.priority_field, g[0]),
-                      groups.items()))
-    mirror.drop("priority", sorted(set(old) - set(new)))  # labelled or deleted since
-    mirror.save("priority", {t: v for v, ts in groups.items() for t in ts})
+    head, tail = changed_groups(priorities(order), old, exact)
+    for groups in (head, tail):
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            list(pool.map(lambda g: ls.set_data_field(p.settings, project, g[1], p.settings.priority_field, g[0]),
+                          groups.items()))
+        mirror.save("priority", {t: v for v, ts in groups.items() for t in ts})
+        report.priorities_written += sum(len(ts) for ts in groups.values())
+        if groups is head:
+            report.reordered_at = time.time()
+    mirror.drop("priority", sorted(set(old) - set(order)))  # labelled or deleted since
     ls.ensure_view(p.settings, project, p.settings.ranked_tab, p.settings.priority_field)
-    return sum(len(ts) for ts in groups.values())
 
 
 def write_predictions(p: Predictor, project: int, mirror: ProjectMirror, ids: list[int], scored: Scored) -> int:

@@ -1,0 +1,168 @@
+"""Label-to-reordered-queue latency against a real Label Studio, for projects of 1k and 10k tasks.
+
+Starts Redis, Label Studio 1.23.2 (tests/e2e/labelstudio_server.py), `broaden serve` and one
+`broaden worker`; imports N tasks (demo media reused, every caption distinct), waits for the
+pre-labelling sync, then annotates tasks one at a time and measures, from the annotation POST,
+when the new priorities are in Label Studio (the queue is reordered) and when the job ends.
+
+    python benchmarks/label_to_queue.py --sizes 1000 10000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT))
+
+from labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noqa: E402
+
+from backend.demo import build_demo  # noqa: E402
+
+CONFIG = (ROOT / "label_config.xml").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+                            start_new_session=True)
+
+
+def last_sync(r: redis.Redis, project: int) -> dict:
+    raw = r.get(f"broaden:p:{project}:last_sync")
+    return json.loads(raw) if raw else {}
+
+
+def make_project(api, n: int, demo: Path, backend_url: str) -> tuple[int, list[int]]:
+    project = api.create_project(f"latency {n}", CONFIG)
+    api.connect_ml_backend(project, backend_url, "broaden")
+    items = [json.loads(line) for line in (demo / "manifest.jsonl").read_text().splitlines()]
+    urls = api.upload_files(project, [demo / it[k] for it in items for k in ("image", "audio")])
+    tasks = []
+    for i in range(n):
+        it = items[i % len(items)]
+        tasks.append({"data": {"image": urls[demo / it["image"]], "audio": urls[demo / it["audio"]],
+                               "caption": f"{it['text']} (listing {i})"}})
+    ids: list[int] = []
+    for start_ in range(0, n, 2000):
+        ids += api.import_tasks(project, tasks[start_ : start_ + 2000])
+    return project, ids
+
+
+def measure(api, r: redis.Redis, project: int, ids: list[int], items: list[dict], repeats: int) -> list[dict]:
+    rows = []
+    for i in range(repeats):
+        task = ids[(i * 97) % len(ids)]
+        item = items[((i * 97) % len(ids)) % len(items)]
+        before = last_sync(r, project).get("started_at", 0)
+        t0 = time.time()
+        api.annotate(task, [{"from_name": n, "to_name": t, "type": "choices",
+                             "value": {"choices": [item["label"][n]]}}
+                            for n, t in (("category", "image"), ("policy", "voiceover"))])
+        done = wait_until(lambda: (s := last_sync(r, project)).get("started_at", 0) > max(before, t0 - 0.5)
+                          and s.get("refreshed") and s, 600, "sync after annotation", 0.05)
+        rows.append({"reordered_s": done["reordered_at"] - t0, "done_s": done["finished_at"] - t0,
+                     "stages": done["seconds"], "trained": bool(done["trained"])})
+        time.sleep(1.0)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--demo-items", type=int, default=100)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="broaden-latency-"))
+    demo = work / "demo"
+    build_demo(demo, n_items=args.demo_items, seed=0)
+    items = [json.loads(line) for line in (demo / "manifest.jsonl").read_text().splitlines()]
+    port = free_port()
+    redis_proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
+                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    r = redis.Redis(port=port)
+    wait_until(lambda: _ping(r), 10, "redis")
+    ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
+    backend_port = free_port()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "LABEL_STUDIO_URL": ls.url,
+           "LABEL_STUDIO_API_KEY": ls.token, "PYTHONPATH": str(ROOT), "BROADEN_LOG_LEVEL": "INFO"}
+    procs = [
+        start([sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
+              env, work / "backend.log"),
+        start([sys.executable, "-m", "backend.cli", "worker"], env, work / "worker.log"),
+    ]
+    backend_url = f"http://127.0.0.1:{backend_port}"
+    try:
+        wait_until(lambda: _healthy(backend_url), 120, "backend")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"python {platform.python_version()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')}")
+        print("| tasks | initial pre-label sync (s) | label → queue reordered, median (max) s "
+              "| label → job done, median s | stages of one sync (median s) |")
+        print("|---|---|---|---|---|")
+        for n in args.sizes:
+            t0 = time.time()
+            project, ids = make_project(ls.api, n, demo, backend_url)
+            first = wait_until(lambda: (s := last_sync(r, project)).get("ranked", 0) >= n - 1 and s, 3600,
+                               "initial sync", 1.0)
+            initial = first["finished_at"] - t0
+            rows = measure(ls.api, r, project, ids, items, args.repeats)
+            reorder = [x["reordered_s"] for x in rows]
+            stages = {k: round(statistics.median(x["stages"][k] for x in rows), 2) for k in rows[0]["stages"]}
+            print(f"| {n} | {initial:.0f} | {statistics.median(reorder):.2f} ({max(reorder):.2f}) | "
+                  f"{statistics.median(x['done_s'] for x in rows):.2f} | {stages} |", flush=True)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        ls.stop()
+        redis_proc.terminate()
+        print(f"logs in {work}")
+
+
+def _ping(r: redis.Redis) -> bool:
+    try:
+        return bool(r.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
