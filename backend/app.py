@@ -23,7 +23,6 @@ from backend import __version__
 from backend.config import Settings, get_settings
 from backend.errors import BroadenError
 from backend.predictor import Predictor
-from backend.state import ProjectMirror
 from backend.schemas import (
     JobStatusRequest,
     PredictRequest,
@@ -33,6 +32,7 @@ from backend.schemas import (
     WebhookRequest,
     WebhookResponse,
 )
+from backend.state import ProjectMirror
 from workers import enqueue
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,10 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             enqueue.sync(request.app.state.redis, body.project)
         log.info(
             "predict project=%s tasks=%d empty=%d deferred=%d in %.3fs",
-            body.project, len(tasks), sum(not r.result for r in results), len(deferred),
+            body.project,
+            len(tasks),
+            sum(not r.result for r in results),
+            len(deferred),
             time.perf_counter() - started,
         )
         return PredictResponse(results=results)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 from backend.config import get_settings
 
@@ -83,8 +82,13 @@ def status(args: argparse.Namespace) -> None:
         last = json.loads(ProjectMirror(r, project).get("last_sync") or "{}")
         info = json.loads(r.get(f"broaden:p:{project}:model_info") or "{}")
         ago = f"{time.time() - last.get('finished_at', time.time()):.0f} s ago"
-        table.add_row(str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
-                      str(last.get("ranked", 0)), ago)
+        table.add_row(
+            str(project),
+            last.get("model_version", "-"),
+            str(info.get("trained_on", 0)),
+            str(last.get("ranked", 0)),
+            ago,
+        )
     console.print(table)
 
 
@@ -110,9 +114,14 @@ def backfill(args: argparse.Namespace) -> None:
         chunk = ids[start : start + args.chunk]
         job_id = f"encode-p{args.project}-{hashlib.sha256(str(chunk).encode()).hexdigest()[:16]}"
         try:
-            queue(r).enqueue_call("workers.jobs.encode_tasks", kwargs={"project_id": args.project,
-                                  "task_ids": chunk}, job_id=job_id, timeout=3600, result_ttl=7 * 86400,
-                                  unique=True)
+            queue(r).enqueue_call(
+                "workers.jobs.encode_tasks",
+                kwargs={"project_id": args.project, "task_ids": chunk},
+                job_id=job_id,
+                timeout=3600,
+                result_ttl=7 * 86400,
+                unique=True,
+            )
         except DuplicateJobError:
             pass  # queued or done by an earlier run
         jobs.append(job_id)
@@ -127,8 +136,9 @@ def backfill(args: argparse.Namespace) -> None:
                     if job.is_failed:
                         bar.write(f"chunk {job_id} failed: see `broaden status`")
             time.sleep(0.5)
-    sync_id = enqueue(r, "workers.jobs.resync_project", f"resync-p{args.project}-{int(time.time())}",
-                      project_id=args.project)
+    sync_id = enqueue(
+        r, "workers.jobs.resync_project", f"resync-p{args.project}-{int(time.time())}", project_id=args.project
+    )
     logging.getLogger(__name__).info("encoded %d tasks; ranking and pre-labelling in job %s", len(ids), sync_id)
 
 

@@ -19,9 +19,7 @@ class Settings(BaseSettings):
     # Shared with Label Studio's own conventions (no prefix).
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))
     label_studio_url: str | None = Field(None, validation_alias=AliasChoices("LABEL_STUDIO_URL"))
-    label_studio_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY")
-    )
+    label_studio_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY"))
     basic_auth_user: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_USER"))
     basic_auth_pass: SecretStr | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_PASS"))
 
@@ -60,9 +58,7 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.
-    strategy: Literal["random", "margin", "entropy", "seals", "lsb", "lsb-lt", "lsb+uncertainty"] = (
-        "lsb+uncertainty"
-    )
+    strategy: Literal["random", "margin", "entropy", "seals", "lsb", "lsb-lt", "lsb+uncertainty"] = "lsb+uncertainty"
     lsb_k: int = 10
     lsb_threshold: float | None = None  # LSB-LT: keep only neighbours at least this similar
     lsb_share: float = 0.5  # share of the leading queue slots given to broadened tasks

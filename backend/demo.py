@@ -306,9 +306,7 @@ def run(args: argparse.Namespace) -> int:
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     violations = sum(r["label"]["policy"] == "Violation" for r in records)
     n_test = sum(r["split"] == "test" for r in records)
-    log.info(
-        "Wrote %d listings (%d violations, %d test) to %s", len(records), violations, n_test, manifest.parent
-    )
+    log.info("Wrote %d listings (%d violations, %d test) to %s", len(records), violations, n_test, manifest.parent)
     log.info(
         "Import %s into a project set up with %s",
         manifest.parent / "tasks.json",

@@ -224,8 +224,12 @@ class WhisperCT2Encoder:
         for wave in items:  # one at a time: clip lengths differ and padding them together wastes work
             seconds = min(30, max(2, 2 * -(-len(wave) // (2 * self.sample_rate))))
             mel = self.features(
-                wave, sampling_rate=self.sample_rate, return_tensors="np",
-                padding="max_length", max_length=seconds * self.sample_rate, truncation=True,
+                wave,
+                sampling_rate=self.sample_rate,
+                return_tensors="np",
+                padding="max_length",
+                max_length=seconds * self.sample_rate,
+                truncation=True,
             ).input_features  # (1, 80, 100 * seconds)
             enc = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))))
             speech = max(1, round(len(wave) / self.sample_rate * self.frames_per_s))

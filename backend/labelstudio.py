@@ -83,7 +83,9 @@ def _http(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     return response.json() if response.content else None
 
 
-def tasks(settings: Settings, project: int, ids: list[int] | None = None, page_size: int = 1000) -> list[dict[str, Any]]:
+def tasks(
+    settings: Settings, project: int, ids: list[int] | None = None, page_size: int = 1000
+) -> list[dict[str, Any]]:
     """Tasks of a project with their annotations: all, or those with the given ids (ids that no
     longer exist are simply absent)."""
     if ids is None:
@@ -114,9 +116,16 @@ def set_data_field(settings: Settings, project: int, task_ids: list[int], name: 
     """Set data[name] = value on the tasks in one bulk update, keeping their other data keys
     (the Data Manager's "add_data_field" action)."""
     _http(
-        settings, "POST", "/api/dm/actions", params={"id": "add_data_field", "project": project},
-        json={"selectedItems": {"all": False, "included": task_ids}, "value_name": name,
-              "value_type": "Number", "value": str(value)},
+        settings,
+        "POST",
+        "/api/dm/actions",
+        params={"id": "add_data_field", "project": project},
+        json={
+            "selectedItems": {"all": False, "included": task_ids},
+            "value_name": name,
+            "value_type": "Number",
+            "value": str(value),
+        },
     )
 
 
@@ -143,11 +152,15 @@ def ensure_view(settings: Settings, project: int, title: str, field: str) -> int
     for view in views:
         if (view.get("data") or {}).get("title") == title:
             current = view["data"]
-            if current.get("ordering") != data["ordering"] or (current.get("columnsDisplayType") or {}).get(
-                column
-            ) != "Number":
-                merged = {**current, "ordering": data["ordering"],
-                          "columnsDisplayType": {**(current.get("columnsDisplayType") or {}), column: "Number"}}
+            if (
+                current.get("ordering") != data["ordering"]
+                or (current.get("columnsDisplayType") or {}).get(column) != "Number"
+            ):
+                merged = {
+                    **current,
+                    "ordering": data["ordering"],
+                    "columnsDisplayType": {**(current.get("columnsDisplayType") or {}), column: "Number"},
+                }
                 _http(settings, "PATCH", f"/api/dm/views/{view['id']}", json={"project": project, "data": merged})
             return int(view["id"])
     created = _http(settings, "POST", "/api/dm/views", json={"project": project, "data": data})

@@ -151,10 +151,7 @@ def collate(features: list[dict[str, np.ndarray]], cfg: FusionConfig) -> Batch:
     kind_of = dict(cfg.objects)
     tokens, objects, masks = {}, {}, {}
     for kind, dim in cfg.input_dims.items():
-        rows = [
-            [(index[name], arr) for name, arr in sorted(f.items()) if kind_of.get(name) == kind]
-            for f in features
-        ]
+        rows = [[(index[name], arr) for name, arr in sorted(f.items()) if kind_of.get(name) == kind] for f in features]
         width = max([1] + [sum(len(a) for _, a in row) for row in rows])
         t = torch.zeros(len(rows), width, dim)
         o = torch.zeros(len(rows), width, dtype=torch.long)

@@ -150,8 +150,11 @@ class Predictor:
         """Train on the annotated tasks given (Label Studio tasks with their annotations)."""
         config = parse_label_config(label_config)
         labelled = [
-            {"id": t.get("id"), "data": t.get("data") or {},
-             "labels": labels_from_annotations(t.get("annotations") or [], config)}
+            {
+                "id": t.get("id"),
+                "data": t.get("data") or {},
+                "labels": labels_from_annotations(t.get("annotations") or [], config),
+            }
             for t in tasks
         ]
         return self.fit_labels(project, labelled, label_config)
@@ -244,9 +247,13 @@ class Predictor:
                 chosen = [int(np.argmax(p))]
                 score = float(p[chosen[0]])
             if chosen and score is not None:
-                regions.append(Region(
-                    from_name=control.name, to_name=control.to_name,
-                    value={"choices": [control.labels[i] for i in chosen]}, score=round(score, 4),
-                ))
+                regions.append(
+                    Region(
+                        from_name=control.name,
+                        to_name=control.to_name,
+                        value={"choices": [control.labels[i] for i in chosen]},
+                        score=round(score, 4),
+                    )
+                )
         score = round(float(np.mean([r.score for r in regions])), 4) if regions else None
         return Prediction(result=regions, score=score, model_version=version)

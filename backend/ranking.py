@@ -91,7 +91,8 @@ def is_misprediction(task: dict[str, Any], config: LabelConfig, labels: Labels, 
         return False
     first = min(annotated)
     earlier = [
-        p for p in task.get("predictions") or []
+        p
+        for p in task.get("predictions") or []
         if str(p.get("model_version") or "").startswith(OUR_VERSIONS) and str(p.get("created_at") or "") < first
     ]
     if not earlier:

@@ -45,7 +45,9 @@ class ProjectState:
         return json.loads(raw) if raw else {}
 
     def drop_model(self) -> None:
-        self.r.delete(_key(self.project, "model"), _key(self.project, "model_version"), _key(self.project, "model_info"))
+        self.r.delete(
+            _key(self.project, "model"), _key(self.project, "model_version"), _key(self.project, "model_info")
+        )
 
 
 class ProjectMirror:
@@ -98,8 +100,9 @@ class ProjectMirror:
         pipe.execute()
 
     def hints(self) -> tuple[list[int], bool, bool]:
-        dirty, full, retrain = self.r.pipeline().smembers(self.key("dirty")).get(self.key("full")).get(
-            self.key("retrain")).execute()
+        dirty, full, retrain = (
+            self.r.pipeline().smembers(self.key("dirty")).get(self.key("full")).get(self.key("retrain")).execute()
+        )
         return sorted(int(t) for t in dirty), bool(full), bool(retrain)
 
     def clear_hints(self, task_ids: list[int], full: bool, retrain: bool) -> None:

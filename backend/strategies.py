@@ -198,7 +198,9 @@ STRATEGIES = {
     "seals": lambda k=20, **kw: KNNPoolSampling(k=k),
     "lsb": lambda k=10, **kw: LatentSpaceBroadening(k=k, with_uncertainty=False, name="lsb"),
     "lsb-lt": lambda k=10, threshold=0.8, **kw: LatentSpaceBroadening(
-        k=k, threshold=threshold, with_uncertainty=False, name="lsb-lt"),
+        k=k, threshold=threshold, with_uncertainty=False, name="lsb-lt"
+    ),
     "lsb+uncertainty": lambda k=10, threshold=None, share=0.5, **kw: LatentSpaceBroadening(
-        k=k, threshold=threshold, share=share),
+        k=k, threshold=threshold, share=share
+    ),
 }

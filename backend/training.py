@@ -69,7 +69,9 @@ def labels_from_annotations(annotations: list[dict[str, Any]], config: LabelConf
     return out
 
 
-def _targets(labels: list[Labels], cfg: FusionConfig, config: LabelConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _targets(
+    labels: list[Labels], cfg: FusionConfig, config: LabelConfig
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     ys, has = [], []
     for h, control in enumerate(config.controls):
         y = torch.zeros(len(labels), len(control.labels))
@@ -86,8 +88,11 @@ def _targets(labels: list[Labels], cfg: FusionConfig, config: LabelConfig) -> tu
 
 
 def train(
-    features: list[dict[str, np.ndarray]], labels: list[Labels], config: LabelConfig,
-    encoders: Encoders, settings: Settings,
+    features: list[dict[str, np.ndarray]],
+    labels: list[Labels],
+    config: LabelConfig,
+    encoders: Encoders,
+    settings: Settings,
 ) -> TrainedModel:
     """Full-batch-ish AdamW over the labelled tasks; deterministic for a given seed."""
     torch.manual_seed(settings.seed)

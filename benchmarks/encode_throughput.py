@@ -90,9 +90,7 @@ def code_version() -> str:
     git = ["git", "-C", str(ROOT)]
     try:
         sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
     except OSError:
         return "unknown (no git)"
     changed = " ".join(line[3:] for line in dirty.stdout.splitlines())
@@ -225,9 +223,7 @@ def run_pipeline(
     feats = predictor.featurize(tasks, config)
     took = time.perf_counter() - started
     if feats.errors or feats.encoded != expect:
-        raise RuntimeError(
-            f"pipeline encoded {feats.encoded} items (expected {expect}), errors {feats.errors}"
-        )
+        raise RuntimeError(f"pipeline encoded {feats.encoded} items (expected {expect}), errors {feats.errors}")
     return took, clock.total
 
 
@@ -272,10 +268,7 @@ def interleaved(args: argparse.Namespace, redis_url: str) -> tuple[Runs, BareInp
         runs.bare_s.append(sum(bare.values()))
         for kind, s in bare.items():
             runs.bare_kind_s[kind].append(s)
-        out(
-            f"rep {rep + 1}/{args.reps}: pipeline {took:.2f}s ({encoding:.2f}s encoding), "
-            f"bare {runs.bare_s[-1]:.2f}s"
-        )
+        out(f"rep {rep + 1}/{args.reps}: pipeline {took:.2f}s ({encoding:.2f}s encoding), bare {runs.bare_s[-1]:.2f}s")
     if args.profile:
         profile_pipeline(predictor, r, tasks, config)
     r.close()
@@ -341,12 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--items", type=int, default=48, help="tasks per run (image + caption + voice-over each)")
     p.add_argument("--reps", type=int, default=9, help="timed pipeline/bare pairs")
-    p.add_argument(
-        "--redis-url", help="use this Redis instead of a private one (its broaden keys are deleted)"
-    )
-    p.add_argument(
-        "--profile", action="store_true", help="profile one more pipeline run (needs pyinstrument)"
-    )
+    p.add_argument("--redis-url", help="use this Redis instead of a private one (its broaden keys are deleted)")
+    p.add_argument("--profile", action="store_true", help="profile one more pipeline run (needs pyinstrument)")
     return p.parse_args(argv)
 
 
@@ -371,10 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     out("\n## Encoding throughput\n")
     out("\n".join(machine_lines(load_start)))
     out(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    out(
-        f"- {n_tasks} demo tasks per run, {args.reps} interleaved pipeline/bare pairs "
-        "after one warm-up each\n"
-    )
+    out(f"- {n_tasks} demo tasks per run, {args.reps} interleaved pipeline/bare pairs after one warm-up each\n")
     out("\n".join(table(runs, inputs, n_tasks)))
 
 

@@ -55,8 +55,9 @@ def wait_until(check, timeout: float, what: str, every: float = 0.2):
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    )
 
 
 def last_sync(r: redis.Redis, project: int) -> dict:
@@ -72,8 +73,15 @@ def make_project(api, n: int, demo: Path, backend_url: str) -> tuple[int, list[i
     tasks = []
     for i in range(n):
         it = items[i % len(items)]
-        tasks.append({"data": {"image": urls[demo / it["image"]], "audio": urls[demo / it["audio"]],
-                               "caption": f"{it['text']} (listing {i})"}})
+        tasks.append(
+            {
+                "data": {
+                    "image": urls[demo / it["image"]],
+                    "audio": urls[demo / it["audio"]],
+                    "caption": f"{it['text']} (listing {i})",
+                }
+            }
+        )
     ids: list[int] = []
     for start_ in range(0, n, 2000):
         ids += api.import_tasks(project, tasks[start_ : start_ + 2000])
@@ -87,13 +95,28 @@ def measure(api, r: redis.Redis, project: int, ids: list[int], items: list[dict]
         item = items[((i * 97) % len(ids)) % len(items)]
         before = last_sync(r, project).get("started_at", 0)
         t0 = time.time()
-        api.annotate(task, [{"from_name": n, "to_name": t, "type": "choices",
-                             "value": {"choices": [item["label"][n]]}}
-                            for n, t in (("category", "image"), ("policy", "voiceover"))])
-        done = wait_until(lambda: (s := last_sync(r, project)).get("started_at", 0) > max(before, t0 - 0.5)
-                          and s.get("refreshed") and s, 600, "sync after annotation", 0.05)
-        rows.append({"reordered_s": done["reordered_at"] - t0, "done_s": done["finished_at"] - t0,
-                     "stages": done["seconds"], "trained": bool(done["trained"])})
+        api.annotate(
+            task,
+            [
+                {"from_name": n, "to_name": t, "type": "choices", "value": {"choices": [item["label"][n]]}}
+                for n, t in (("category", "image"), ("policy", "voiceover"))
+            ],
+        )
+        after = max(before, t0 - 0.5)
+        done = wait_until(
+            lambda after=after: (s := last_sync(r, project)).get("started_at", 0) > after and s.get("refreshed") and s,
+            600,
+            "sync after annotation",
+            0.05,
+        )
+        rows.append(
+            {
+                "reordered_s": done["reordered_at"] - t0,
+                "done_s": done["finished_at"] - t0,
+                "stages": done["seconds"],
+                "trained": bool(done["trained"]),
+            }
+        )
         time.sleep(1.0)
     return rows
 
@@ -110,38 +133,60 @@ def main() -> None:
     build_demo(demo, n_items=args.demo_items, seed=0)
     items = [json.loads(line) for line in (demo / "manifest.jsonl").read_text().splitlines()]
     port = free_port()
-    redis_proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
-                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    redis_proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     r = redis.Redis(port=port)
     wait_until(lambda: _ping(r), 10, "redis")
     ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
     backend_port = free_port()
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "LABEL_STUDIO_URL": ls.url,
-           "LABEL_STUDIO_API_KEY": ls.token, "PYTHONPATH": str(ROOT), "BROADEN_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": ls.token,
+        "PYTHONPATH": str(ROOT),
+        "BROADEN_LOG_LEVEL": "INFO",
+    }
     procs = [
-        start([sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
-              env, work / "backend.log"),
+        start(
+            [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
+            env,
+            work / "backend.log",
+        ),
         start([sys.executable, "-m", "backend.cli", "worker"], env, work / "worker.log"),
     ]
     backend_url = f"http://127.0.0.1:{backend_port}"
     try:
         wait_until(lambda: _healthy(backend_url), 120, "backend")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"python {platform.python_version()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')}")
-        print("| tasks | initial pre-label sync (s) | label → queue reordered, median (max) s "
-              "| label → job done, median s | stages of one sync (median s) |")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"python {platform.python_version()}, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')}"
+        )
+        print(
+            "| tasks | initial pre-label sync (s) | label → queue reordered, median (max) s "
+            "| label → job done, median s | stages of one sync (median s) |"
+        )
         print("|---|---|---|---|---|")
         for n in args.sizes:
             t0 = time.time()
             project, ids = make_project(ls.api, n, demo, backend_url)
-            first = wait_until(lambda: (s := last_sync(r, project)).get("ranked", 0) >= n - 1 and s, 3600,
-                               "initial sync", 1.0)
+            first = wait_until(
+                lambda project=project, n=n: (s := last_sync(r, project)).get("ranked", 0) >= n - 1 and s,
+                3600,
+                "initial sync",
+                1.0,
+            )
             initial = first["finished_at"] - t0
             rows = measure(ls.api, r, project, ids, items, args.repeats)
             reorder = [x["reordered_s"] for x in rows]
             stages = {k: round(statistics.median(x["stages"][k] for x in rows), 2) for k in rows[0]["stages"]}
-            print(f"| {n} | {initial:.0f} | {statistics.median(reorder):.2f} ({max(reorder):.2f}) | "
-                  f"{statistics.median(x['done_s'] for x in rows):.2f} | {stages} |", flush=True)
+            print(
+                f"| {n} | {initial:.0f} | {statistics.median(reorder):.2f} ({max(reorder):.2f}) | "
+                f"{statistics.median(x['done_s'] for x in rows):.2f} | {stages} |",
+                flush=True,
+            )
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

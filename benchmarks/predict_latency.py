@@ -67,9 +67,7 @@ def code_version() -> str:
     git = ["git", "-C", str(ROOT)]
     try:
         sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
     except OSError:
         return "unknown (no git)"
     changed = " ".join(line[3:] for line in dirty.stdout.splitlines())
@@ -90,8 +88,7 @@ def machine_lines(load_start: float) -> list[str]:
     malloc = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in MALLOC_ENV)
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}",
         f"- code: git {code_version()}",
         # Other work on the machine shows here; its noise is why comparisons are made within one run.
         f"- load average (1 min) at start / end of the run: {load_start:.2f} / {os.getloadavg()[0]:.2f}",
@@ -263,9 +260,7 @@ class Timer:
         resp.raise_for_status()
         results = resp.json()["results"]
         if len(results) != len(tasks) or not all(res["result"] for res in results):
-            raise RuntimeError(
-                f"bad /predict answer: {len(results)} results for {len(tasks)} tasks, some empty"
-            )
+            raise RuntimeError(f"bad /predict answer: {len(results)} results for {len(tasks)} tasks, some empty")
         return elapsed, self._handler_time(len(tasks))
 
     def _handler_time(self, n_tasks: int) -> float | None:
@@ -294,8 +289,7 @@ def run_cached(timer: Timer, cases: list[tuple[str, list[dict[str, Any]], Any]],
     for _, tasks, project in cases:
         timer.post(tasks, project)  # fills the cache (and loads a trained model) outside the timing
     scenarios = [
-        Scenario(f"cached, {len(t)} task{'s' if len(t) > 1 else ''}{label}", len(t), [], [])
-        for label, t, _ in cases
+        Scenario(f"cached, {len(t)} task{'s' if len(t) > 1 else ''}{label}", len(t), [], []) for label, t, _ in cases
     ]
     for _ in range(reps):
         for sc, (_, tasks, project) in zip(scenarios, cases, strict=True):
@@ -318,8 +312,7 @@ def table(scenarios: list[Scenario]) -> list[str]:
         p50, p90 = np.percentile(ms, 50), np.percentile(ms, 90)
         handler = f"{statistics.median(sc.handler_s) * 1000:.1f}" if sc.handler_s else "n/a"
         rows.append(
-            f"| {sc.name} | {len(ms)} | {p50:.1f} | {p90:.1f} | {ms.max():.1f} "
-            f"| {p50 / sc.n_tasks:.2f} | {handler} |"
+            f"| {sc.name} | {len(ms)} | {p50:.1f} | {p90:.1f} | {ms.max():.1f} | {p50 / sc.n_tasks:.2f} | {handler} |"
         )
     return rows
 
@@ -345,12 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps-cached", type=int, default=20)
     p.add_argument("--reps-uncached-1", type=int, default=5)
     p.add_argument("--reps-uncached-batch", type=int, default=3)
-    p.add_argument(
-        "--train-items", type=int, default=48, help="items to fit a model on (0: skip trained runs)"
-    )
-    p.add_argument(
-        "--redis-url", help="use this Redis instead of a private one (its broaden feature keys are deleted)"
-    )
+    p.add_argument("--train-items", type=int, default=48, help="items to fit a model on (0: skip trained runs)")
+    p.add_argument("--redis-url", help="use this Redis instead of a private one (its broaden feature keys are deleted)")
     p.add_argument("--port", type=int, default=0, help="backend port (default: a free one)")
     p.add_argument("--server-log", type=Path, help="where the backend logs (default: in a temp dir)")
     return p.parse_args(argv)
@@ -361,9 +350,7 @@ def measure(args: argparse.Namespace, redis_url: str, log_path: Path) -> list[Sc
     tasks = demo_tasks(demo_dir)
     config_xml = (demo_dir / "label_config.xml").read_text()
     r = redis.Redis.from_url(redis_url)
-    version = (
-        fit_model(redis_url, demo_dir, tasks[: args.train_items], config_xml) if args.train_items else None
-    )
+    version = fit_model(redis_url, demo_dir, tasks[: args.train_items], config_xml) if args.train_items else None
     port = args.port or free_port()
     with (
         backend_server(port, redis_url, demo_dir, log_path) as base,
@@ -408,8 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     out("\n".join(machine_lines(load_start)))
     out(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     out(
-        "- uncached: broaden:ref:* and broaden:feat:* deleted before each repetition; "
-        "cached: the same request repeated"
+        "- uncached: broaden:ref:* and broaden:feat:* deleted before each repetition; cached: the same request repeated"
     )
     out(
         "- wall time of the HTTP request (httpx, keep-alive, loopback); handler = time the server logged "

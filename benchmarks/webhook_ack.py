@@ -44,8 +44,12 @@ def timed(client: httpx.Client, method: str, url: str, **kw) -> float:
 
 def burst(url: str, events: int, projects: int, threads: int) -> tuple[list[float], list[float]]:
     def one(i: int, client: httpx.Client) -> tuple[float, float]:
-        body = {"action": "ANNOTATION_CREATED", "project": {"id": 1 + i % projects},
-                "annotation": {"id": i, "task": 10_000 + i}, "task": {"id": 10_000 + i}}
+        body = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 1 + i % projects},
+            "annotation": {"id": i, "task": 10_000 + i},
+            "task": {"id": 10_000 + i},
+        }
         return timed(client, "POST", url + "/webhook", json=body), timed(client, "GET", url + "/health")
 
     clients = [httpx.Client(timeout=10) for _ in range(threads)]
@@ -66,13 +70,23 @@ def main() -> None:
     args = ap.parse_args()
     port, http_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="broaden-webhook-"))
-    redis_proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "PYTHONPATH": str(ROOT),
-           "BROADEN_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(http_port)], env=env, stdout=open(work / "serve.log", "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    redis_proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "PYTHONPATH": str(ROOT),
+        "BROADEN_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(http_port)],
+        env=env,
+        stdout=open(work / "serve.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{http_port}"
     try:
         for _ in range(600):
@@ -83,18 +97,23 @@ def main() -> None:
                 time.sleep(0.2)
         burst(url, 200, args.projects, 1)  # warm-up
         redis.Redis(port=port).flushdb()
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"python {platform.python_version()}")
-        print("| client threads | webhooks | webhook p50 / p99 / max (ms) | GET /health p50 / p99 / max (ms) "
-              "| sync jobs queued |")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"python {platform.python_version()}"
+        )
+        print(
+            "| client threads | webhooks | webhook p50 / p99 / max (ms) | GET /health p50 / p99 / max (ms) "
+            "| sync jobs queued |"
+        )
         print("|---|---|---|---|---|")
         for threads in (1, args.threads):
             r = redis.Redis(port=port)
             r.flushdb()
             hooks, health = burst(url, args.events, args.projects, threads)
             queued = r.llen("rq:queue:broaden")
-            print(f"| {threads} | {args.events} over {args.projects} projects | {pct(hooks)} | {pct(health)} "
-                  f"| {queued} |")
+            print(
+                f"| {threads} | {args.events} over {args.projects} projects | {pct(hooks)} | {pct(health)} | {queued} |"
+            )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         redis_proc.terminate()

@@ -90,8 +90,13 @@ def sync(r: redis.Redis, project: int) -> str:
 
 def enqueue(r: redis.Redis, func: str, job_id: str, **kwargs: Any) -> str:
     queue(r).enqueue_call(
-        func, kwargs=kwargs, job_id=job_id, timeout=JOB_TIMEOUT_S,
-        result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, retry=RETRY,
+        func,
+        kwargs=kwargs,
+        job_id=job_id,
+        timeout=JOB_TIMEOUT_S,
+        result_ttl=24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        retry=RETRY,
     )
     log.info("queued %s", job_id)
     return job_id

@@ -16,7 +16,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -67,8 +66,7 @@ def load_config(p: Predictor, project: int, mirror: ProjectMirror) -> tuple[str,
     return xml, config, changed
 
 
-def refresh(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirror,
-            ids: list[int] | None) -> int:
+def refresh(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirror, ids: list[int] | None) -> int:
     """Re-read tasks (all when ids is None) and update the mirror; returns how many were read."""
     fetched = ls.tasks(p.settings, project, ids)
     seen = {int(t["id"]) for t in fetched}
@@ -77,8 +75,11 @@ def refresh(p: Predictor, project: int, config: LabelConfig, mirror: ProjectMirr
     labels = {int(t["id"]): labels_from_annotations(t.get("annotations") or [], config) for t in fetched}
     labelled = {t: lab for t, lab in labels.items() if any(x is not None for x in lab)}
     confidence = p.settings.misprediction_confidence
-    mispredicted = {int(t["id"]) for t in fetched if int(t["id"]) in labelled
-                    and is_misprediction(t, config, labelled[int(t["id"])], confidence)}
+    mispredicted = {
+        int(t["id"])
+        for t in fetched
+        if int(t["id"]) in labelled and is_misprediction(t, config, labelled[int(t["id"])], confidence)
+    }
     mirror.save("tasks", {int(t["id"]): t["data"] for t in fetched}, replace=ids is None)
     mirror.save("labels", labelled, replace=ids is None)
     mirror.drop("labels", sorted(seen - set(labelled)))
@@ -119,7 +120,9 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
     seeds = {t for t, lab in labels.items() if is_target_positive(config, lab, targets)} | set(stored_seeds)
     probs = [np.nan_to_num(pr, nan=1.0 / max(pr.shape[1], 1)) for pr in scored.probs]
     pool = Pool(
-        probs=probs, multiple=[c.multiple for c in config.controls], embeddings=scored.embeddings,
+        probs=probs,
+        multiple=[c.multiple for c in config.controls],
+        embeddings=scored.embeddings,
         labelled=np.array([t in labels for t in rows], dtype=bool),
         seeds=np.array([i for i, t in enumerate(rows) if t in seeds], dtype=np.int64),
     )
@@ -139,8 +142,12 @@ def write_priorities(
     head, tail = changed_groups(priorities(order), old, exact)
     for groups in (head, tail):
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            list(pool.map(lambda g: ls.set_data_field(p.settings, project, g[1], p.settings.priority_field, g[0]),
-                          groups.items()))
+            list(
+                pool.map(
+                    lambda g: ls.set_data_field(p.settings, project, g[1], p.settings.priority_field, g[0]),
+                    groups.items(),
+                )
+            )
         mirror.save("priority", {t: v for v, ts in groups.items() for t in ts})
         report.priorities_written += sum(len(ts) for ts in groups.values())
         if groups is head:
@@ -153,8 +160,12 @@ def write_predictions(p: Predictor, project: int, mirror: ProjectMirror, ids: li
     """Push predictions whose model version Label Studio does not have yet, then show that version."""
     shown = mirror.load("predver")
     fresh = [
-        {"task": t, "result": [r.model_dump() for r in pred.result], "score": pred.score,
-         "model_version": pred.model_version}
+        {
+            "task": t,
+            "result": [r.model_dump() for r in pred.result],
+            "score": pred.score,
+            "model_version": pred.model_version,
+        }
         for t, pred in zip(ids, scored.predictions, strict=True)
         if pred.result and shown.get(t) != pred.model_version
     ]

@@ -126,7 +126,8 @@ def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
         assert c.post("/webhook", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
         assert c.post("/webhook", json={"project": {"id": 1}}).status_code == 422
         assert c.post("/webhook", json={"action": "PROJECT_CREATED", "project": {"id": 4}}).json() == {
-            "status": "ignored", "job_id": None,
+            "status": "ignored",
+            "job_id": None,
         }
         first = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}, "annotation": {}})
         second = c.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
@@ -150,8 +151,9 @@ def test_versions(client):
 
 
 def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r, demo_dir):
-    settings = Settings(**{**settings.model_dump(exclude={"basic_auth_pass", "label_studio_api_key"}),
-                           "predict_budget_s": 0.0})
+    settings = Settings(
+        **{**settings.model_dump(exclude={"basic_auth_pass", "label_studio_api_key"}), "predict_budget_s": 0.0}
+    )
     tasks = demo_tasks(demo_dir) * 20  # 320 tasks: five chunks
     tasks = [{**t, "id": i} for i, t in enumerate(tasks, start=1)]
     with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:

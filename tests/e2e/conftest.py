@@ -81,8 +81,9 @@ class Backend:
         """A long-running `broaden worker` in its own process group (to be killed whole)."""
         cmd = [sys.executable, "-m", "backend.cli", "worker"]
         log = open(self.log_dir / "worker.log", "ab")
-        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -97,7 +98,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def backend(labelstudio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def backend(
+    labelstudio: LabelStudioServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
     env = {
         **os.environ,
         "REDIS_URL": redis_url,

@@ -118,8 +118,7 @@ def _run_logged(cmd: Sequence[str], log_path: Path) -> None:
         returncode = proc.wait()
     if returncode != 0:
         raise RuntimeError(
-            f"command failed ({returncode}): {' '.join(cmd)}\n--- last lines of {log_path} ---\n"
-            + _tail(log_path)
+            f"command failed ({returncode}): {' '.join(cmd)}\n--- last lines of {log_path} ---\n" + _tail(log_path)
         )
 
 
@@ -303,9 +302,7 @@ class LabelStudioServer:
         if not seeded:
             self._save_template(template)
         self.startup_seconds = time.monotonic() - started
-        logger.info(
-            "Label Studio ready at %s in %.1f s (data: %s)", self.url, self.startup_seconds, self.data_dir
-        )
+        logger.info("Label Studio ready at %s in %.1f s (data: %s)", self.url, self.startup_seconds, self.data_dir)
         return self
 
     def stop(self, grace: float = 15.0) -> None:
@@ -512,9 +509,7 @@ class LabelStudioApi:
         self.url = url.rstrip("/")
         self.token = token
         # Long timeout: retrieve_predictions waits for the backend's /predict (LS allows it 100 s).
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout
-        )
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout)
         self._timeout = timeout
         self._sdk: Any = None
         self._media_projects: dict[int, int] = {}
@@ -526,9 +521,7 @@ class LabelStudioApi:
             from label_studio_sdk import LabelStudio
 
             # No retries: a retried POST (import, annotation) would create duplicates.
-            self._sdk = LabelStudio(
-                base_url=self.url, api_key=self.token, timeout=self._timeout, max_retries=0
-            )
+            self._sdk = LabelStudio(base_url=self.url, api_key=self.token, timeout=self._timeout, max_retries=0)
         return self._sdk
 
     def close(self) -> None:
@@ -587,17 +580,12 @@ class LabelStudioApi:
     def _upload_batch(self, holder: int, paths: list[Path]) -> dict[Path, str]:
         with contextlib.ExitStack() as stack:
             # One form field per file: Django keeps only the last file of a repeated field name.
-            files = [
-                (f"file{i}", (path.name, stack.enter_context(open(path, "rb"))))
-                for i, path in enumerate(paths)
-            ]
+            files = [(f"file{i}", (path.name, stack.enter_context(open(path, "rb")))) for i, path in enumerate(paths)]
             response = self.http.post(
                 f"/api/projects/{holder}/import", params={"commit_to_project": "false"}, files=files
             )
         ids = self._json(response)["file_upload_ids"]
-        listing = self._json(
-            self.http.get(f"/api/projects/{holder}/file-uploads", params={"ids": json.dumps(ids)})
-        )
+        listing = self._json(self.http.get(f"/api/projects/{holder}/file-uploads", params={"ids": json.dumps(ids)}))
         by_id = {item["id"]: item for item in listing}
         if len(ids) != len(paths) or set(by_id) != set(ids):
             raise RuntimeError(f"uploaded {len(paths)} files, Label Studio lists {listing}")
@@ -649,9 +637,7 @@ class LabelStudioApi:
 
     # -- ML backend
 
-    def connect_ml_backend(
-        self, project_id: int, url: str, title: str, *, require_connected: bool = True
-    ) -> int:
+    def connect_ml_backend(self, project_id: int, url: str, title: str, *, require_connected: bool = True) -> int:
         """`POST /api/ml`: Label Studio calls the backend's /health and /setup before answering."""
         backend = self.sdk.ml.create(project=project_id, url=url, title=title)
         if require_connected and backend.state != "CO":

@@ -60,9 +60,7 @@ def project(labelstudio: LabelStudioServer) -> int:
     return labelstudio.api.create_project("fixture check", _label_config())
 
 
-def test_media_upload_and_task_round_trip(
-    labelstudio: LabelStudioServer, project: int, tmp_path: Path
-) -> None:
+def test_media_upload_and_task_round_trip(labelstudio: LabelStudioServer, project: int, tmp_path: Path) -> None:
     api = labelstudio.api
     config = _label_config()
     png, wav = tmp_path / "red-blue.png", tmp_path / "tone.wav"

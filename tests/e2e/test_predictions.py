@@ -58,10 +58,13 @@ def test_connect_retrieve_train_retrieve(labelstudio, backend, demo_dir):
     # a real worker trains, and the next retrieval stores predictions of the trained model.
     for task_id, item in zip(task_ids, manifest, strict=True):
         if item["split"] == "pool":
-            api.annotate(task_id, [
-                {"from_name": n, "to_name": TARGETS[n], "type": "choices", "value": {"choices": [item["label"][n]]}}
-                for n in LABELS
-            ])
+            api.annotate(
+                task_id,
+                [
+                    {"from_name": n, "to_name": TARGETS[n], "type": "choices", "value": {"choices": [item["label"][n]]}}
+                    for n in LABELS
+                ],
+            )
     labelstudio.api.http.post(f"/api/ml/{ml}/train").raise_for_status()
     time.sleep(0.5)
     log = backend.run_worker()

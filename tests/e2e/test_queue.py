@@ -21,8 +21,9 @@ FIELD = "broaden_priority"
 def tab_order(api, project: int) -> tuple[int, list[dict]]:
     views = api.http.get("/api/dm/views", params={"project": project}).json()
     (view,) = [v for v in views if v["data"].get("title") == TAB]
-    body = api.http.get("/api/tasks", params={"project": project, "view": view["id"], "page_size": 500,
-                                              "fields": "all"}).json()
+    body = api.http.get(
+        "/api/tasks", params={"project": project, "view": view["id"], "page_size": 500, "fields": "all"}
+    ).json()
     return view["id"], body["tasks"]
 
 
@@ -32,10 +33,10 @@ def priorities(api, project: int) -> dict[int, float]:
 
 def label(api, task_id: int, item: dict, **override: str) -> int:
     chosen = {**item["label"], **override}
-    return api.annotate(task_id, [
-        {"from_name": n, "to_name": TARGETS[n], "type": "choices", "value": {"choices": [chosen[n]]}}
-        for n in LABELS
-    ])
+    return api.annotate(
+        task_id,
+        [{"from_name": n, "to_name": TARGETS[n], "type": "choices", "value": {"choices": [chosen[n]]}} for n in LABELS],
+    )
 
 
 def total(log: str) -> dict:
@@ -85,8 +86,12 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     assert values == sorted(values, reverse=True)
 
     # A duplicated webhook changes nothing.
-    payload = {"action": "ANNOTATION_CREATED", "project": {"id": project},
-               "annotation": {"id": annotations[pool[0]], "task": pool[0]}, "task": {"id": pool[0]}}
+    payload = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": project},
+        "annotation": {"id": annotations[pool[0]], "task": pool[0]},
+        "task": {"id": pool[0]},
+    }
     for _ in range(2):
         assert httpx.post(backend.url + "/webhook", json=payload).status_code == 200
     report = total(backend.run_worker())
@@ -97,8 +102,11 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     r = redis.Redis.from_url(redis_url)
     mirror = ProjectMirror(r, project)
     config = parse_label_config(CONFIG)
-    shown = {t["id"]: {reg["from_name"]: reg for reg in t["predictions"][-1]["result"]}
-             for t in api.list_tasks(project) if t["id"] in pool[8:]}
+    shown = {
+        t["id"]: {reg["from_name"]: reg for reg in t["predictions"][-1]["result"]}
+        for t in api.list_tasks(project)
+        if t["id"] in pool[8:]
+    }
     target = max(shown, key=lambda t: shown[t]["category"]["score"])
     assert shown[target]["category"]["score"] >= 0.5, "no confident prediction to contradict"
     predicted = shown[target]["category"]["value"]["choices"][0]
@@ -129,8 +137,11 @@ def nearest_unlabelled(backend, project: int, task: int, labelled: set[int], k: 
     from backend.predictor import Predictor
 
     env = backend.env
-    settings = Settings(redis_url=env["REDIS_URL"], label_studio_url=env["LABEL_STUDIO_URL"],
-                        label_studio_api_key=env["LABEL_STUDIO_API_KEY"])
+    settings = Settings(
+        redis_url=env["REDIS_URL"],
+        label_studio_url=env["LABEL_STUDIO_URL"],
+        label_studio_api_key=env["LABEL_STUDIO_API_KEY"],
+    )
     r = redis.Redis.from_url(settings.redis_url)
     data = ProjectMirror(r, project).load("tasks")
     ids = sorted(data)
@@ -146,7 +157,8 @@ def nearest_unlabelled(backend, project: int, task: int, labelled: set[int], k: 
 def test_payload_json_is_not_trusted(backend):
     """A webhook naming tasks of a project that does not exist is acknowledged, then fails in
     the job on Label Studio's answer, never in the web process."""
-    res = httpx.post(backend.url + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 987654},
-                                                    "tasks": [{"id": 1}]})
+    res = httpx.post(
+        backend.url + "/webhook", json={"action": "TASKS_CREATED", "project": {"id": 987654}, "tasks": [{"id": 1}]}
+    )
     assert res.status_code == 200 and res.json()["status"] == "queued"
     json.dumps(res.json())

@@ -65,8 +65,9 @@ def dead_label_studio(monkeypatch):
     runtime.predictor.cache_clear()
 
 
-def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r, redis_url, monkeypatch,
-                                                                            dead_label_studio, encoders):
+def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(
+    r, redis_url, monkeypatch, dead_label_studio, encoders
+):
     from workers import runtime
 
     monkeypatch.setenv("REDIS_URL", redis_url)

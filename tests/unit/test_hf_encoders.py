@@ -35,13 +35,27 @@ HIDDEN = 32
 
 
 def _vit(**extra: object) -> dict:
-    return dict(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                image_size=32, patch_size=8, **extra)
+    return dict(
+        hidden_size=HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        **extra,
+    )
 
 
 def _transformer_text(vocab_size: int, positions: int, **extra: object) -> dict:
-    return dict(vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=positions, **extra)
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=positions,
+        **extra,
+    )
 
 
 # ---------------------------------------------------------------- checkpoint builders
@@ -76,7 +90,10 @@ def _word_tokenizer(directory: Path, max_length: int):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=max_length,
     )
     tokenizer.save_pretrained(directory)
@@ -87,10 +104,12 @@ def build_clip(directory: Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = _clip_tokenizer(directory)
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
-    config = CLIPConfig(text_config=_transformer_text(len(tokenizer), 16, **ids), vision_config=_vit(),
-                        projection_dim=PROJ)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    config = CLIPConfig(
+        text_config=_transformer_text(len(tokenizer), 16, **ids), vision_config=_vit(), projection_dim=PROJ
+    )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(directory)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -128,8 +147,13 @@ def build_wav2vec2(directory: Path) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     config = Wav2Vec2Config(
-        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
     )  # the default conv strides: 320 samples per frame, 50 frames/s at 16 kHz
     torch.manual_seed(3)
     Wav2Vec2Model(config).save_pretrained(directory)
@@ -141,10 +165,21 @@ def build_whisper(directory: Path) -> Path:
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     config = WhisperConfig(
-        vocab_size=64, num_mel_bins=80, d_model=HIDDEN, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
-        max_source_positions=1500, max_target_positions=32,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        vocab_size=64,
+        num_mel_bins=80,
+        d_model=HIDDEN,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        max_source_positions=1500,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
     )
     torch.manual_seed(4)
     WhisperModel(config).save_pretrained(directory)
@@ -156,8 +191,17 @@ def build_ast(directory: Path) -> Path:
     from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
     # 32 mel bins x 400 frames (4 s at 10 ms), 16x16 patches every 10 frames -> 2 x 39 patches
-    config = ASTConfig(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                       num_mel_bins=32, max_length=400, patch_size=16, frequency_stride=16, time_stride=10)
+    config = ASTConfig(
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        num_mel_bins=32,
+        max_length=400,
+        patch_size=16,
+        frequency_stride=16,
+        time_stride=10,
+    )
     torch.manual_seed(5)
     ASTModel(config).save_pretrained(directory)
     ASTFeatureExtractor(num_mel_bins=32, max_length=400).save_pretrained(directory)
@@ -167,15 +211,31 @@ def build_ast(directory: Path) -> Path:
 def build_clap(directory: Path) -> Path:
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    audio = dict(spec_size=64, num_mel_bins=16, window_size=4, patch_size=4, patch_stride=(4, 4),
-                 patch_embeds_hidden_size=8, depths=(1, 1), num_attention_heads=(2, 2), hidden_size=16)
+    audio = dict(
+        spec_size=64,
+        num_mel_bins=16,
+        window_size=4,
+        patch_size=4,
+        patch_stride=(4, 4),
+        patch_embeds_hidden_size=8,
+        depths=(1, 1),
+        num_attention_heads=(2, 2),
+        hidden_size=16,
+    )
     text = _transformer_text(40, 40, pad_token_id=1, bos_token_id=0, eos_token_id=2)
     config = ClapConfig(text_config=text, audio_config=audio, projection_dim=PROJ)
     torch.manual_seed(6)
     ClapModel(config).save_pretrained(directory)
     # An unfused model with "rand_trunc", as the released unfused CLAP checkpoints are configured
-    extractor = ClapFeatureExtractor(feature_size=16, sampling_rate=16_000, hop_length=320, max_length_s=4,
-                                     fft_window_size=400, frequency_max=8000, truncation="rand_trunc")
+    extractor = ClapFeatureExtractor(
+        feature_size=16,
+        sampling_rate=16_000,
+        hop_length=320,
+        max_length_s=4,
+        fft_window_size=400,
+        frequency_max=8000,
+        truncation="rand_trunc",
+    )
     extractor.save_pretrained(directory)
     return directory
 
@@ -183,8 +243,15 @@ def build_clap(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf-ckpt")
-    builders = {"clip": build_clip, "siglip": build_siglip, "bert": build_bert, "wav2vec2": build_wav2vec2,
-                "whisper": build_whisper, "ast": build_ast, "clap": build_clap}
+    builders = {
+        "clip": build_clip,
+        "siglip": build_siglip,
+        "bert": build_bert,
+        "wav2vec2": build_wav2vec2,
+        "whisper": build_whisper,
+        "ast": build_ast,
+        "clap": build_clap,
+    }
     return {name: build(root / name) for name, build in builders.items()}
 
 
@@ -316,8 +383,13 @@ def test_id_changes_when_a_directory_gets_new_weights(tmp_path: Path) -> None:
 
 
 def test_load_encoders_uses_the_hf_classes(ckpt: dict[str, Path], tmp_path: Path) -> None:
-    settings = Settings(image_encoder=str(ckpt["clip"]), text_encoder=str(ckpt["clip"]),
-                        audio_encoder=str(ckpt["wav2vec2"]), cache_dir=str(tmp_path), torch_threads=1)
+    settings = Settings(
+        image_encoder=str(ckpt["clip"]),
+        text_encoder=str(ckpt["clip"]),
+        audio_encoder=str(ckpt["wav2vec2"]),
+        cache_dir=str(tmp_path),
+        torch_threads=1,
+    )
     threads = torch.get_num_threads()
     try:
         enc = load_encoders(settings)

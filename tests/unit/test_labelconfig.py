@@ -9,10 +9,13 @@ DEMO = open("label_config.xml").read()
 def test_demo_config_reads_every_object_and_control():
     cfg = parse_label_config(DEMO)
     assert [(o.name, o.kind, o.value_key) for o in cfg.objects] == [
-        ("image", "image", "image"), ("caption", "text", "caption"), ("voiceover", "audio", "audio"),
+        ("image", "image", "image"),
+        ("caption", "text", "caption"),
+        ("voiceover", "audio", "audio"),
     ]
     assert [(c.name, c.to_name, c.multiple) for c in cfg.controls] == [
-        ("category", "image", False), ("policy", "voiceover", False),
+        ("category", "image", False),
+        ("policy", "voiceover", False),
     ]
     assert cfg.controls[1].labels == ("OK", "Violation")
 
@@ -34,12 +37,18 @@ def test_multiple_choice_alias_hypertext_and_url_text():
 
 
 def test_fingerprint_changes_with_labels_not_with_layout():
-    a = parse_label_config('<View><Text name="t" value="$t"/><Choices name="c" toName="t">'
-                           '<Choice value="a"/><Choice value="b"/></Choices></View>')
-    b = parse_label_config('<View><Header value="hi"/><Text name="t" value="$t"/><Choices name="c" toName="t">'
-                           '<Choice value="a"/><Choice value="b"/></Choices></View>')
-    c = parse_label_config('<View><Text name="t" value="$t"/><Choices name="c" toName="t">'
-                           '<Choice value="a"/><Choice value="x"/></Choices></View>')
+    a = parse_label_config(
+        '<View><Text name="t" value="$t"/><Choices name="c" toName="t">'
+        '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
+    b = parse_label_config(
+        '<View><Header value="hi"/><Text name="t" value="$t"/><Choices name="c" toName="t">'
+        '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
+    c = parse_label_config(
+        '<View><Text name="t" value="$t"/><Choices name="c" toName="t">'
+        '<Choice value="a"/><Choice value="x"/></Choices></View>'
+    )
     assert a.fingerprint == b.fingerprint != c.fingerprint
 
 
@@ -48,14 +57,26 @@ def test_fingerprint_changes_with_labels_not_with_layout():
     [
         ("", "empty"),
         ("<View><Image name='i' value='$i'/>", "not valid XML"),
-        ("<View><Image name='i' value='$i'/><RectangleLabels name='l' toName='i'><Label value='a'/>"
-         "</RectangleLabels></View>", "needs a <Choices>"),
-        ("<View><Video name='v' value='$v'/><Choices name='c' toName='v'><Choice value='a'/>"
-         "<Choice value='b'/></Choices></View>", "no object broaden can read"),
-        ("<View><Image name='i' value='$i'/><Choices name='c' toName='nothere'><Choice value='a'/>"
-         "<Choice value='b'/></Choices></View>", "toName"),
-        ("<View><Image name='i' value='$i'/><Choices name='c' toName='i' perRegion='true'>"
-         "<Choice value='a'/><Choice value='b'/></Choices></View>", "perRegion"),
+        (
+            "<View><Image name='i' value='$i'/><RectangleLabels name='l' toName='i'><Label value='a'/>"
+            "</RectangleLabels></View>",
+            "needs a <Choices>",
+        ),
+        (
+            "<View><Video name='v' value='$v'/><Choices name='c' toName='v'><Choice value='a'/>"
+            "<Choice value='b'/></Choices></View>",
+            "no object broaden can read",
+        ),
+        (
+            "<View><Image name='i' value='$i'/><Choices name='c' toName='nothere'><Choice value='a'/>"
+            "<Choice value='b'/></Choices></View>",
+            "toName",
+        ),
+        (
+            "<View><Image name='i' value='$i'/><Choices name='c' toName='i' perRegion='true'>"
+            "<Choice value='a'/><Choice value='b'/></Choices></View>",
+            "perRegion",
+        ),
         ('<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>', "not valid XML"),
     ],
 )

@@ -157,9 +157,7 @@ def path_fetcher(root: Path, **overrides: object) -> MediaFetcher:
 
 def test_resolve_label_studio_relative_urls() -> None:
     f = MediaFetcher(make_settings(), label_studio_url="http://ls.example:8080/")
-    assert f.resolve("/data/upload/12/abc.png") == MediaRef(
-        "upload", "http://ls.example:8080/data/upload/12/abc.png"
-    )
+    assert f.resolve("/data/upload/12/abc.png") == MediaRef("upload", "http://ls.example:8080/data/upload/12/abc.png")
     ref = f.resolve("/data/local-files/?d=dir/x.wav")
     assert ref == MediaRef("local-files", "http://ls.example:8080/data/local-files/?d=dir/x.wav")
     assert f.resolve("/tasks/7/resolve/?fileuri=czM6Ly9i").kind == "url"
@@ -395,9 +393,7 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def test_image_exif_orientation() -> None:

@@ -10,7 +10,9 @@ def config(fusion: str) -> FusionConfig:
         input_dims={"image": 12, "text": 8, "audio": 6},
         objects=[("img", "image"), ("cap", "text"), ("voice", "audio")],
         heads=[("category", 3, False), ("tags", 4, True)],
-        fusion=fusion, d_model=16, n_heads=2,
+        fusion=fusion,
+        d_model=16,
+        n_heads=2,
     )
 
 
@@ -25,8 +27,7 @@ def test_shapes_and_tasks_without_audio():
     rng = np.random.default_rng(0)
     for fusion in ("attention", "mean", "none"):
         model = VLMAE(config(fusion)).eval()
-        batch = collate([features(rng), features(rng, audio=False), {"cap": np.ones((1, 8), np.float32)}],
-                        model.cfg)
+        batch = collate([features(rng), features(rng, audio=False), {"cap": np.ones((1, 8), np.float32)}], model.cfg)
         logits = model(batch)
         assert [tuple(lg.shape) for lg in logits] == [(3, 3), (3, 4)]
         assert all(torch.isfinite(lg).all() for lg in logits)
@@ -48,8 +49,14 @@ def test_untrained_attention_fusion_is_the_vl_model_alone():
 def test_attention_fusion_learns_a_label_only_the_audio_carries():
     rng = np.random.default_rng(2)
     torch.manual_seed(0)
-    cfg = FusionConfig(input_dims={"image": 12, "audio": 6}, objects=[("img", "image"), ("voice", "audio")],
-                       heads=[("policy", 2, False)], d_model=16, n_heads=2, dropout=0.0)
+    cfg = FusionConfig(
+        input_dims={"image": 12, "audio": 6},
+        objects=[("img", "image"), ("voice", "audio")],
+        heads=[("policy", 2, False)],
+        d_model=16,
+        n_heads=2,
+        dropout=0.0,
+    )
     model = VLMAE(cfg)
     feats, y = [], []
     for i in range(64):

@@ -43,8 +43,13 @@ def test_targets_explicit_or_rare():
 def task(pred_score: float, said: str, when: str = "2026-01-01", version: str = "vlmae-attention-x") -> dict:
     return {
         "annotations": [{"created_at": "2026-02-01", "result": []}],
-        "predictions": [{"model_version": version, "created_at": when, "result": [
-            {"from_name": "category", "value": {"choices": [said]}, "score": pred_score}]}],
+        "predictions": [
+            {
+                "model_version": version,
+                "created_at": when,
+                "result": [{"from_name": "category", "value": {"choices": [said]}, "score": pred_score}],
+            }
+        ],
     }
 
 

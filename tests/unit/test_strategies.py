@@ -27,8 +27,12 @@ def test_uncertainty_measures():
     pool = Pool(probs=[p], multiple=[False], embeddings=np.eye(3, dtype=np.float32), labelled=np.zeros(3, bool))
     assert np.allclose(uncertainty(pool, "margin"), [0.0, 1.0, 0.4])
     assert np.argmax(uncertainty(pool, "entropy")) == 1
-    multi = Pool(probs=[np.array([[0.5, 1.0], [0.0, 1.0]], np.float32)], multiple=[True],
-                 embeddings=np.eye(2, dtype=np.float32), labelled=np.zeros(2, bool))
+    multi = Pool(
+        probs=[np.array([[0.5, 1.0], [0.0, 1.0]], np.float32)],
+        multiple=[True],
+        embeddings=np.eye(2, dtype=np.float32),
+        labelled=np.zeros(2, bool),
+    )
     assert np.allclose(uncertainty(multi), [0.5, 0.0])
 
 
