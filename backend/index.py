@@ -1,9 +1,11 @@
-"""Cosine nearest neighbours over task embeddings, keyed by task id (faiss).
+"""Cosine nearest neighbours over task embeddings, keyed by task id.
 
-Exact search (inner product on L2-normalised vectors) while the index is small;
-past `exact_max` vectors it is rebuilt as IVF-Flat (nlist ~ 4*sqrt(N), trained on
-the vectors at hand), whose search cost grows far slower. The switch-over size
-is chosen by benchmarks/knn.py.
+Exact search is one matrix multiply and a top-k (torch), which benchmarks/knn.py
+measured 3-8x faster than faiss's exact index for the few hundred queries a sync
+makes (faiss only switches to BLAS from ~500 queries). The index is rebuilt at every
+sync, because a retrain moves every embedding, and an IVF build costs more than the
+exact searches it saves; so past `exact_max` vectors only, the index becomes faiss
+IVF-Flat (nlist ~ 4*sqrt(N)), searched with nprobe growing with nlist.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import math
 import faiss
 import numpy as np
 import numpy.typing as npt
+import torch
 
-EXACT_MAX = 50_000
-NPROBE = 8
+EXACT_MAX = 1_000_000
+QUERY_CHUNK = 64  # queries per multiply: bounds the (chunk, N) similarity matrix
 
 Vectors = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
@@ -29,61 +32,77 @@ def normalise(x: npt.ArrayLike) -> Vectors:
 
 
 class VectorIndex:
-    def __init__(self, dim: int, exact_max: int = EXACT_MAX, nprobe: int = NPROBE) -> None:
-        self.dim, self.exact_max, self.nprobe = dim, exact_max, nprobe
-        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    def __init__(self, dim: int, exact_max: int = EXACT_MAX) -> None:
+        self.dim, self.exact_max = dim, exact_max
+        self._ids: Ids = np.zeros(0, np.int64)
+        self._vectors: Vectors = np.zeros((0, dim), np.float32)
+        self._ivf: faiss.IndexIVFFlat | None = None
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return int(self._ivf.ntotal) if self._ivf is not None else len(self._ids)
 
     @property
     def approximate(self) -> bool:
-        return not isinstance(self._index, faiss.IndexIDMap2)
+        return self._ivf is not None
 
     def build(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> VectorIndex:
-        """Replace the contents; picks exact or IVF by size."""
-        v, i = normalise(vectors), np.asarray(ids, dtype=np.int64)
+        """Replace the contents; exact up to `exact_max` vectors, IVF past it."""
+        v, i = normalise(vectors).reshape(-1, self.dim), np.asarray(ids, dtype=np.int64)
+        self._ivf = None
+        self._ids, self._vectors = i, v
         if len(v) > self.exact_max:
             nlist = max(1, min(int(4 * math.sqrt(len(v))), len(v) // 39))  # faiss wants ~39 points a list
             ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             ivf.train(v)
-            ivf.nprobe = self.nprobe
-            self._index = ivf
-        else:
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        if len(v):
-            self._index.add_with_ids(v, i)
+            ivf.nprobe = max(16, nlist // 128)  # recall ~0.997 in benchmarks/knn.py
+            ivf.add_with_ids(v, i)
+            self._ivf = ivf
+            self._ids, self._vectors = np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return self
 
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
-        """Add or replace vectors by id; grows into an IVF index past `exact_max`."""
+        """Add or replace vectors by id."""
         i = np.asarray(ids, dtype=np.int64)
         self.remove(i)
-        if not self.approximate and len(self) + len(i) > self.exact_max:
-            old_ids, old = self._contents()
-            self.build(np.concatenate([old, normalise(vectors)]), np.concatenate([old_ids, i]))
-            return
-        self._index.add_with_ids(normalise(vectors), i)
+        if self._ivf is not None:
+            self._ivf.add_with_ids(normalise(vectors), i)
+        elif len(self._ids) + len(i) > self.exact_max:
+            self.build(np.concatenate([self._vectors, normalise(vectors)]), np.concatenate([self._ids, i]))
+        else:
+            self._ids = np.concatenate([self._ids, i])
+            self._vectors = np.concatenate([self._vectors, normalise(vectors)])
 
     def remove(self, ids: npt.ArrayLike) -> None:
         i = np.asarray(ids, dtype=np.int64)
-        if len(i) and len(self):
-            self._index.remove_ids(faiss.IDSelectorBatch(i))
+        if not len(i) or not len(self):
+            return
+        if self._ivf is not None:
+            self._ivf.remove_ids(faiss.IDSelectorBatch(i))
+        else:
+            keep = ~np.isin(self._ids, i)
+            self._ids, self._vectors = self._ids[keep], self._vectors[keep]
 
     def search(self, queries: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.float32], Ids]:
         """(similarities, ids), each (Q, k), best first; missing slots have id -1."""
-        q = normalise(queries)
-        if len(self) == 0 or k <= 0:
-            return np.zeros((len(q), max(k, 0)), np.float32), np.full((len(q), max(k, 0)), -1, np.int64)
-        sims, ids = self._index.search(q, min(k, len(self)))
-        if ids.shape[1] < k:  # pad to k so callers can rely on the shape
-            pad = k - ids.shape[1]
-            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        q = normalise(queries).reshape(-1, self.dim)
+        sims = np.full((len(q), max(k, 0)), -np.inf, np.float32)
+        ids = np.full((len(q), max(k, 0)), -1, np.int64)
+        n = min(k, len(self))
+        if n <= 0 or not len(q):
+            return sims, ids
+        if self._ivf is not None:
+            s, i = self._ivf.search(q, n)
+        else:
+            s, i = self._exact(q, n)
+        sims[:, :n], ids[:, :n] = s, i
         return sims, ids
 
-    def _contents(self) -> tuple[Ids, Vectors]:
-        index = self._index
-        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-        flat = faiss.downcast_index(index.index)
-        return ids, faiss.rev_swig_ptr(flat.get_xb(), len(ids) * self.dim).reshape(len(ids), self.dim).copy()
+    def _exact(self, q: Vectors, k: int) -> tuple[npt.NDArray[np.float32], Ids]:
+        base = torch.from_numpy(self._vectors)
+        sims, rows = [], []
+        with torch.inference_mode():
+            for start in range(0, len(q), QUERY_CHUNK):
+                s, r = torch.topk(torch.from_numpy(q[start : start + QUERY_CHUNK]) @ base.T, k, dim=1)
+                sims.append(s.numpy())
+                rows.append(r.numpy())
+        return np.concatenate(sims), self._ids[np.concatenate(rows)]
