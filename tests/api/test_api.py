@@ -154,15 +154,15 @@ def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r,
     settings = Settings(
         **{**settings.model_dump(exclude={"basic_auth_pass", "label_studio_api_key"}), "predict_budget_s": 0.0}
     )
-    tasks = demo_tasks(demo_dir) * 20  # 320 tasks: five chunks
+    tasks = demo_tasks(demo_dir) * 20  # 320 tasks: three chunks
     tasks = [{**t, "id": i} for i, t in enumerate(tasks, start=1)]
     with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
         c.post("/setup", json={"project": 8, "schema": CONFIG})
         results = c.post("/predict", json={"tasks": tasks, "project": 8}).json()["results"]
     assert len(results) == len(tasks)
-    assert all(res["result"] for res in results[:64]) and not any(res["result"] for res in results[64:])
+    assert all(res["result"] for res in results[:128]) and not any(res["result"] for res in results[128:])
     from backend.state import ProjectMirror
     from workers.enqueue import queue
 
-    assert ProjectMirror(r, 8).hints()[0] == list(range(65, len(tasks) + 1))
+    assert ProjectMirror(r, 8).hints()[0] == list(range(129, len(tasks) + 1))
     assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
