@@ -166,3 +166,24 @@ def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r,
 
     assert ProjectMirror(r, 8).hints()[0] == list(range(129, len(tasks) + 1))
     assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
+
+
+def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, encoders, r, demo_dir, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from backend.labelconfig import parse_label_config
+
+    task = demo_tasks(demo_dir)[0]
+    image = tmp_path / "photo.png"
+    shutil.copy(task["data"]["image"], image)
+    task["data"]["image"] = str(image)
+    p = Predictor(settings, encoders, r)
+    config = parse_label_config(CONFIG)
+    first = p.featurize([task], config)
+    assert first.encoded == 3 and p.featurize([task], config).encoded == 0  # all three objects cached
+    Image.new("RGB", (64, 64), (250, 10, 10)).save(image)  # same path, new content
+    changed = p.featurize([task], config)
+    assert changed.encoded == 1
+    assert not (changed.features[0]["image"] == first.features[0]["image"]).all()
