@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     image_max_pixels: int = 64_000_000
     audio_max_s: float = 30.0
     text_max_chars: int = 20_000
+    # Decoded encoder outputs kept in each process, so rescoring a project reads Redis only for new media.
+    feature_memory_mb: int = 1024
     # How long an http(s) URL's content is trusted before it is fetched again to see if it changed.
     url_revalidate_s: int = 3600
 

@@ -13,6 +13,8 @@ import hashlib
 import io
 import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ def _npy_layout(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...], Literal[
 class FeatureStore:
     def __init__(self, r: redis.Redis, settings: Settings, encoders: Encoders, fetcher: MediaFetcher):
         self.r, self.settings, self.encoders, self.fetcher = r, settings, encoders, fetcher
+        _MEMORY.max_bytes = settings.feature_memory_mb * 1024 * 1024
 
     def featurize(self, tasks: Sequence[dict[str, Any]], config: LabelConfig) -> Featurized:
         """tasks: Label Studio tasks ({"id", "data"}). Never raises for one bad task."""
@@ -188,13 +191,48 @@ class FeatureStore:
         if not items:
             return
         keys = [f"broaden:feat:{self.encoders.for_kind(it.obj.kind).id}:{it.digest}" for it in items]
-        for it, blob in zip(items, self.r.mget(keys), strict=True):
-            if blob is None:  # evicted between lookup and load: rare, and only this task pays
+        arrays = _MEMORY.get_many(keys)
+        missing = sorted({k for k in keys if k not in arrays})  # media shared by tasks travel once
+        for key, blob in zip(missing, self.r.mget(missing) if missing else [], strict=True):
+            if blob is not None:
+                arrays[key] = _MEMORY.put(key, unpack(blob))
+        for it, key in zip(items, keys, strict=True):
+            if key not in arrays:  # evicted between lookup and load: rare, and only this task pays
                 out.errors.setdefault(it.pos, f"{it.obj.name}: cached features vanished, retry")
                 continue
             feats = out.features[it.pos]
             if feats is not None:
-                feats[it.obj.name] = unpack(blob)
+                feats[it.obj.name] = arrays[key]
+
+
+class _MemoryCache:
+    """Decoded features kept in this process (keys name content digests, so entries never go
+    stale): a worker rescoring a project at every label reads Redis only for what is new.
+    The arrays are shared between tasks and calls: read them, never change them in place."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.size = max_bytes, 0
+        self._data: OrderedDict[str, Array] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> dict[str, Array]:
+        with self._lock:
+            found = {k: self._data[k] for k in keys if k in self._data}
+            for k in found:
+                self._data.move_to_end(k)
+        return found
+
+    def put(self, key: str, value: Array) -> Array:
+        with self._lock:
+            if key not in self._data:
+                self._data[key] = value
+                self.size += value.nbytes
+            while self.size > self.max_bytes and self._data:
+                self.size -= self._data.popitem(last=False)[1].nbytes
+        return value
+
+
+_MEMORY = _MemoryCache(0)  # sized from the settings by the first FeatureStore
 
 
 def _sha(text: str) -> str:

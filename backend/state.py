@@ -57,7 +57,7 @@ class ProjectMirror:
     Hashes keyed by task id, so one task's update is one HSET and a resync can rebuild all of it.
     """
 
-    FIELDS = ("tasks", "labels", "priority", "predver", "seeds")
+    FIELDS = ("tasks", "labels", "priority", "predver", "seeds", "outbox")
 
     def __init__(self, r: redis.Redis, project: int):
         self.r, self.project = r, project
@@ -125,4 +125,4 @@ class ProjectMirror:
 
     def reset(self) -> None:
         """Forget everything derived from the label config (it changed)."""
-        self.r.delete(*[self.key(w) for w in (*self.FIELDS, "trained_digest", "shown_version")])
+        self.r.delete(*[self.key(w) for w in (*self.FIELDS, "trained_digest", "shown_version", "outbox_version")])

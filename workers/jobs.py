@@ -23,9 +23,11 @@ from rq import get_current_job
 
 from backend.state import ProjectMirror
 from workers import runtime, sync
-from workers.enqueue import JOB_TIMEOUT_S, pending_key
+from workers.enqueue import JOB_TIMEOUT_S, PENDING_TTL_S, pending_key
 
 log = logging.getLogger(__name__)
+INLINE_PREDICTIONS = 500  # a sync pushes at most this many predictions itself (~2.5 s in Label Studio)
+PUSH_CHUNK = 500  # predictions per push job (~2.5 s of Label Studio's time, with the project locked)
 
 
 def _progress(stage: str, **meta: Any) -> None:
@@ -102,7 +104,14 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
         sync.write_priorities(p, project_id, mirror, order, report, exact=full)
         report.timed("write priorities", started)
         started = time.perf_counter()
-        report.predictions_written = sync.write_predictions(p, project_id, mirror, ids, scored)
+        # A small outbox goes out now; a large one (a retrain of a big project) is pushed by
+        # chunked jobs, so this job, and the next label's sync, do not wait for it.
+        waiting = sync.queue_predictions(mirror, ids, scored)
+        if waiting <= INLINE_PREDICTIONS:
+            sync.push_predictions(p, project_id, mirror, INLINE_PREDICTIONS)
+            report.predictions_written = waiting
+        else:
+            _enqueue_push(p, project_id)
         report.timed("write predictions", started)
 
         mirror.clear_hints(dirty, full_hint, retrain)
@@ -111,6 +120,26 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
     log.info("sync %s", result)
     _progress("done", **{k: v for k, v in result.items() if isinstance(v, int | str)})
     return result
+
+
+def push_predictions(project_id: int) -> dict[str, Any]:
+    """Push one chunk of the project's waiting predictions, then queue the next chunk behind
+    whatever else is queued (a sync for a fresh label never waits for a whole push)."""
+    p = runtime.predictor()
+    p.r.delete(f"broaden:p:{project_id}:push-pending")
+    with _project_lock(project_id):
+        left = sync.push_predictions(p, project_id, ProjectMirror(p.r, project_id), PUSH_CHUNK)
+    if left:
+        _enqueue_push(p, project_id)
+    return {"project": project_id, "waiting": left}
+
+
+def _enqueue_push(p: Any, project_id: int) -> None:
+    from workers.enqueue import enqueue
+
+    flag = f"broaden:p:{project_id}:push-pending"
+    if p.r.set(flag, 1, nx=True, ex=PENDING_TTL_S):  # one push job waiting per project
+        enqueue(p.r, "workers.jobs.push_predictions", f"push-p{project_id}-{time.time_ns()}", project_id=project_id)
 
 
 def resync_project(project_id: int) -> dict[str, Any]:

@@ -156,11 +156,12 @@ def write_priorities(
     ls.ensure_view(p.settings, project, p.settings.ranked_tab, p.settings.priority_field)
 
 
-def write_predictions(p: Predictor, project: int, mirror: ProjectMirror, ids: list[int], scored: Scored) -> int:
-    """Push predictions whose model version Label Studio does not have yet, then show that version."""
+def queue_predictions(mirror: ProjectMirror, ids: list[int], scored: Scored) -> int:
+    """Put the predictions Label Studio does not have yet (new model version, new tasks) in the
+    project's outbox, replacing what an earlier sync left there; returns how many are waiting."""
     shown = mirror.load("predver")
-    fresh = [
-        {
+    outbox = {
+        t: {
             "task": t,
             "result": [r.model_dump() for r in pred.result],
             "score": pred.score,
@@ -168,10 +169,24 @@ def write_predictions(p: Predictor, project: int, mirror: ProjectMirror, ids: li
         }
         for t, pred in zip(ids, scored.predictions, strict=True)
         if pred.result and shown.get(t) != pred.model_version
-    ]
-    ls.import_predictions(p.settings, project, fresh)
-    mirror.save("predver", {pr["task"]: pr["model_version"] for pr in fresh})
-    if mirror.get("shown_version") != scored.version:
-        ls.set_model_version(p.settings, project, scored.version)
-        mirror.put("shown_version", scored.version)
-    return len(fresh)
+    }
+    mirror.save("outbox", outbox, replace=True)
+    mirror.put("outbox_version", scored.version)
+    return len(outbox)
+
+
+def push_predictions(p: Predictor, project: int, mirror: ProjectMirror, limit: int) -> int:
+    """Import up to `limit` predictions from the outbox in bulk, the head of the queue first; once
+    the outbox is empty, switch the project to that model version so its pre-annotations show.
+    Returns how many are still waiting."""
+    outbox, priority = mirror.load("outbox"), mirror.load("priority")
+    batch = sorted(outbox, key=lambda t: -float(priority.get(t, -1)))[:limit]
+    ls.import_predictions(p.settings, project, [outbox[t] for t in batch])
+    mirror.save("predver", {t: outbox[t]["model_version"] for t in batch})
+    mirror.drop("outbox", batch)
+    left = len(outbox) - len(batch)
+    version = mirror.get("outbox_version")
+    if not left and version and mirror.get("shown_version") != version:
+        ls.set_model_version(p.settings, project, version)
+        mirror.put("shown_version", version)
+    return left
