@@ -85,10 +85,11 @@ def sync(r: redis.Redis, project: int) -> str:
     if not r.set(flag, job_id, nx=True, ex=PENDING_TTL_S):
         waiting = r.get(flag)
         return waiting.decode() if waiting else job_id
-    return enqueue(r, "workers.jobs.sync_project", job_id, project_id=project)
+    # At the front: a fresh label's sync overtakes queued bulk work (prediction pushes, backfill).
+    return enqueue(r, "workers.jobs.sync_project", job_id, at_front=True, project_id=project)
 
 
-def enqueue(r: redis.Redis, func: str, job_id: str, **kwargs: Any) -> str:
+def enqueue(r: redis.Redis, func: str, job_id: str, at_front: bool = False, **kwargs: Any) -> str:
     queue(r).enqueue_call(
         func,
         kwargs=kwargs,
@@ -97,6 +98,7 @@ def enqueue(r: redis.Redis, func: str, job_id: str, **kwargs: Any) -> str:
         result_ttl=24 * 3600,
         failure_ttl=7 * 24 * 3600,
         retry=RETRY,
+        at_front=at_front,
     )
     log.info("queued %s", job_id)
     return job_id
