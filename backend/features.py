@@ -36,7 +36,7 @@ FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be 
 # One item per encoder call: batched calls change an item's features in the last bits (padding
 # length, kernel choice by batch size), so a task's features, model and priorities would depend
 # on what it happened to be encoded with. One at a time, features are a function of the media
-# alone and a rebuild from Label Studio reproduces the same state (benchmarks: ~15% throughput).
+# alone and a rebuild from Label Studio reproduces the same state, at some cost in throughput.
 ENCODE_BATCH = 1
 FETCH_THREADS = 8
 
