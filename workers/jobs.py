@@ -31,9 +31,11 @@ PUSH_CHUNK = 500  # predictions per push job (~2.5 s of Label Studio's time, wit
 
 
 def _progress(stage: str, **meta: Any) -> None:
+    """The job's stage in RQ's job meta (`broaden status`, /job_status). Replaced, not merged, so
+    a retried job never shows what its dead predecessor had reached."""
     job = get_current_job()
     if job is not None:
-        job.meta.update({"stage": stage, **meta})
+        job.meta = {"stage": stage, **meta}
         job.save_meta()
 
 
