@@ -85,3 +85,24 @@ def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(
     SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     assert job_id in q.failed_job_registry.get_job_ids(cleanup=False)
     assert "LabelStudioUnavailable" in Job.fetch(job_id, connection=r, serializer=JSONSerializer).exc_info
+
+
+def test_one_projects_lock_does_not_hold_up_another(r, redis_url, monkeypatch, dead_label_studio, encoders):
+    import time
+
+    from workers import runtime
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setattr(runtime, "load_encoders", lambda settings: encoders, raising=False)
+    held = r.lock("broaden:p:1:lock", timeout=120)
+    assert held.acquire(blocking=False)  # project 1 is busy (say, a long sync on another host)
+    enqueue.sync(r, 1)
+    job_2 = enqueue.sync(r, 2)
+    q = enqueue.queue(r)
+    started = time.monotonic()
+    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # project 2 first
+    assert time.monotonic() - started < 30
+    job = Job.fetch(job_2, connection=r, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.SCHEDULED  # it ran at once, met the dead Label Studio, will retry
+    assert [j.kwargs["project_id"] for j in q.get_jobs()] == [1]  # project 1's sync still waits its turn
+    held.release()
