@@ -20,23 +20,17 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
+from common import MALLOC_ENV, code_version, cpu_model, ensure_malloc_env, out, own_redis
 
-ROOT = Path(__file__).resolve().parent.parent
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 GOAL_RATIO = 0.9
 KINDS = ("image", "text", "audio")  # the order the pipeline meets them in a demo task
 
@@ -80,34 +74,10 @@ class EncodeClock:
 # ---------------------------------------------------------------- environment
 
 
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree differed from it (other edits in flight)."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    except OSError:
-        return "unknown (no git)"
-    changed = " ".join(line[3:] for line in dirty.stdout.splitlines())
-    return f"{sha.strip() or 'unknown'}" + (f" + uncommitted changes in {changed}" if changed else "")
-
-
 def machine_lines(load_start: float) -> list[str]:
     import torch
 
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
+    cpu = cpu_model()
     malloc = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in MALLOC_ENV)
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores",
@@ -119,33 +89,6 @@ def machine_lines(load_start: float) -> list[str]:
         f"- load average (1 min) at start / end of the run: {load_start:.2f} / {os.getloadavg()[0]:.2f}",
         f"- malloc env: {malloc}",
     ]
-
-
-@contextmanager
-def own_redis(workdir: Path) -> Iterator[str]:
-    """A private redis-server without persistence, stopped on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    flags = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    cmd = [binary, *flags, "--dir", str(workdir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # ---------------------------------------------------------------- inputs
@@ -337,13 +280,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", help="use this Redis instead of a private one (its broaden keys are deleted)")
     p.add_argument("--profile", action="store_true", help="profile one more pipeline run (needs pyinstrument)")
     return p.parse_args(argv)
-
-
-def ensure_malloc_env() -> None:
-    """glibc reads these at start-up only, so a process started without them re-executes itself."""
-    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
-        return
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
 def main(argv: list[str] | None = None) -> None:

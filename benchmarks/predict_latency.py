@@ -20,8 +20,6 @@ import json
 import os
 import platform
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,14 +34,13 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from common import MALLOC_ENV, ROOT, code_version, cpu_model, ensure_malloc_env, free_port, out, own_redis
 
-ROOT = Path(__file__).resolve().parent.parent
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 PROJECT = "1.1700000000"  # Label Studio's "<id>.<created>" form
 TRAINED_PROJECT = 2
 GOAL_MS = 100.0
 # The handler logs one line per request; its time excludes HTTP, parsing and serialisation.
-HANDLER_RE = re.compile(r"predict project=\S+ tasks=(\d+) empty=(\d+) in ([0-9.]+)s")
+HANDLER_RE = re.compile(r"predict project=\S+ tasks=(\d+) empty=(\d+) deferred=\d+ in ([0-9.]+)s")
 
 
 @dataclass
@@ -57,34 +54,10 @@ class Scenario:
 # ---------------------------------------------------------------- environment
 
 
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree differed from it (other edits in flight)."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    except OSError:
-        return "unknown (no git)"
-    changed = " ".join(line[3:] for line in dirty.stdout.splitlines())
-    return f"{sha.strip() or 'unknown'}" + (f" + uncommitted changes in {changed}" if changed else "")
-
-
 def machine_lines(load_start: float) -> list[str]:
     import torch
 
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
+    cpu = cpu_model()
     malloc = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in MALLOC_ENV)
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores",
@@ -94,12 +67,6 @@ def machine_lines(load_start: float) -> list[str]:
         f"- load average (1 min) at start / end of the run: {load_start:.2f} / {os.getloadavg()[0]:.2f}",
         f"- malloc env (this process and the backend server): {malloc}",
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Any, timeout_s: float, what: str) -> None:
@@ -112,25 +79,6 @@ def wait_until(check: Any, timeout_s: float, what: str) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} did not come up within {timeout_s:g}s")
-
-
-@contextmanager
-def own_redis(workdir: Path) -> Iterator[str]:
-    """A private redis-server without persistence, stopped on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    flags = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    cmd = [binary, *flags, "--dir", str(workdir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_until(lambda: redis.Redis.from_url(url).ping(), 20, "redis-server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager
@@ -369,13 +317,6 @@ def measure(args: argparse.Namespace, redis_url: str, log_path: Path) -> list[Sc
         scenarios += run_cached(timer, cases, args.reps_cached)
     r.close()
     return scenarios
-
-
-def ensure_malloc_env() -> None:
-    """glibc reads these at start-up only, so a process started without them re-executes itself."""
-    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
-        return
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
 def main(argv: list[str] | None = None) -> None:
