@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -36,12 +36,6 @@ from labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noq
 from backend.demo import build_demo  # noqa: E402
 
 CONFIG = (ROOT / "label_config.xml").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check, timeout: float, what: str, every: float = 0.2):
