@@ -1,12 +1,13 @@
-"""`broaden` command line: serve, worker, status, backfill, demo-data."""
+"""`broaden` command line: serve, worker, status, backfill, demo-data, simulate."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from typing import get_args
 
-from backend.config import get_settings
+from backend.config import Settings, get_settings
 
 
 def _logging(level: str) -> None:
@@ -148,6 +149,12 @@ def demo_data(args: argparse.Namespace) -> None:
     demo.run(args)
 
 
+def simulate(args: argparse.Namespace) -> None:
+    from backend import simulate as sim
+
+    sim.run(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="broaden", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +182,22 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("demo-data", help="build the multimodal demo data set")
     demo.add_arguments(p)
     p.set_defaults(func=demo_data)
+
+    # Declared here rather than in backend.simulate, whose imports (torch, faiss) would slow every subcommand.
+    p = sub.add_parser("simulate", help="replay active learning on a labelled manifest, without Label Studio")
+    p.add_argument("manifest", help="JSONL: image/text/audio, label, optional tags and split")
+    p.add_argument("--label-config", help="default: label_config.xml beside the manifest")
+    names = list(get_args(Settings.model_fields["strategy"].annotation))
+    p.add_argument("--strategies", nargs="+", choices=names, default=names)
+    p.add_argument("--seed-size", type=int, default=20, help="random items labelled before the first round")
+    p.add_argument("--batch-size", type=int, default=10, help="items labelled per round (default 10)")
+    p.add_argument("--rounds", type=int, default=10, help="train-pick-label rounds (default 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="random seeds, one run each")
+    p.add_argument("--targets", default="", help='"control:Label,..." (default: the rare labels of the pool)')
+    p.add_argument("--fusion", choices=["attention", "mean", "none"], help="default: BROADEN_FUSION")
+    p.add_argument("--epochs", type=int, help="training epochs per round (default: BROADEN_TRAIN_EPOCHS)")
+    p.add_argument("--out", required=True, help="directory for simulate.json and simulate.png")
+    p.set_defaults(func=simulate)
 
     args = parser.parse_args(argv)
     _logging(get_settings().log_level)

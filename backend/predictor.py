@@ -48,7 +48,8 @@ class Scored:
     version: str
 
 
-def _forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+def forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-head probabilities (N, C) and fused embeddings (N, d) of encoded tasks, in batches."""
     if not rows:
         return [np.zeros((0, n), np.float32) for _, n, _ in model.cfg.heads], np.zeros((0, model.cfg.d_model))
     probs: list[list[np.ndarray]] = [[] for _ in model.cfg.heads]
@@ -135,7 +136,7 @@ class Predictor:
         trained = self._trained(project, config)
         if trained:
             version, model = trained
-            probs, emb = _forward(model, rows)
+            probs, emb = forward(model, rows)
         else:
             version = self.zero_shot_version(config)
             probs = self._zero_shot(rows, config)
@@ -143,7 +144,7 @@ class Predictor:
         per_task: list[list[np.ndarray] | None] = [None] * len(tasks)
         for row, i in enumerate(ok):
             per_task[i] = [p[row] for p in probs]
-        predictions = [self._prediction(p, config, version) for p in per_task]
+        predictions = [self.to_prediction(p, config, version) for p in per_task]
         return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version)
 
     def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
@@ -233,7 +234,7 @@ class Predictor:
         return self._label_vectors[key]
 
     @staticmethod
-    def _prediction(probs: list[np.ndarray] | None, config: LabelConfig, version: str) -> Prediction:
+    def to_prediction(probs: list[np.ndarray] | None, config: LabelConfig, version: str) -> Prediction:
         if probs is None:
             return Prediction(result=[], score=None, model_version=version)
         regions = []

@@ -128,7 +128,10 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
     )
     if not len(pool.unlabelled):
         return []
-    strategy = STRATEGIES[s.strategy](k=s.lsb_k, threshold=s.lsb_threshold, share=s.lsb_share)
+    options = {"k": s.lsb_k, "share": s.lsb_share}
+    if s.lsb_threshold is not None:  # unset: each strategy keeps its own (lsb-lt: 0.8)
+        options["threshold"] = s.lsb_threshold
+    strategy = STRATEGIES[s.strategy](**options)
     order = strategy.rank(pool, np.random.default_rng(s.seed))
     return [rows[i] for i in order]
 

@@ -1,0 +1,80 @@
+"""`broaden simulate` on a tiny demo set: output shape and sanity, and reproducibility per seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend import cli, demo, simulate
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or not (demo.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason="needs espeak-ng and dataset-fashion-mnist (apt-get)",
+)
+
+STRATEGIES = ["random", "lsb+uncertainty"]
+SEEDS = [0, 1]
+SEED_SIZE, BATCH, ROUNDS = 6, 3, 2
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo.build_demo(tmp_path_factory.mktemp("simdemo"), n_items=24, seed=0)
+
+
+def _args(manifest: Path, out: Path) -> argparse.Namespace:
+    """The arguments exactly as `broaden simulate ...` parses them (the run itself is intercepted)."""
+    argv = ["simulate", str(manifest), "--out", str(out), "--strategies", *STRATEGIES, "--seeds", *map(str, SEEDS)]
+    argv += ["--seed-size", str(SEED_SIZE), "--batch-size", str(BATCH), "--rounds", str(ROUNDS), "--epochs", "5"]
+    seen: list[argparse.Namespace] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(simulate, "run", seen.append)
+        cli.main(argv)
+    return seen[0]
+
+
+def _simulate(manifest: Path, out: Path, redis_url: str, encoders, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert simulate.run(_args(manifest, out), encoders=encoders) == 0
+    return json.loads((out / "simulate.json").read_text())
+
+
+def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
+    result = _simulate(manifest, tmp_path / "out", redis_url, encoders, monkeypatch)
+    assert (tmp_path / "out" / "simulate.png").stat().st_size > 0
+    assert result["config"]["strategies"] == STRATEGIES
+    targets = set(result["config"]["targets"])
+    assert "policy:Violation" in targets  # the demo's rare label (a category may be rare too in 24 items)
+    assert len(result["runs"]) == len(STRATEGIES) * len(SEEDS)
+    assert {(r["strategy"], r["seed"]) for r in result["runs"]} == {(s, d) for s in STRATEGIES for d in SEEDS}
+    for run in result["runs"]:
+        rounds = run["rounds"]
+        assert [r["labelled"] for r in rounds] == [SEED_SIZE + i * BATCH for i in range(ROUNDS)]
+        for r in rounds:
+            assert set(r["recall_at_80p"]) == targets
+            assert all(0.0 <= v <= 1.0 for v in r["recall_at_80p"].values())
+            assert set(r["macro_f1"]) == {"category", "policy"}
+            assert all(0.0 <= v <= 1.0 for v in r["macro_f1"].values())
+            assert 0.0 <= r["positives_per_100"] <= 100.0
+            assert 0 <= r["mispredictions_found"] <= r["labelled"] - SEED_SIZE
+        assert rounds[0]["mispredictions_found"] == 0  # the random start was picked by no model
+
+
+def test_same_seed_same_result(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
+    first = _simulate(manifest, tmp_path / "a", redis_url, encoders, monkeypatch)
+    second = _simulate(manifest, tmp_path / "b", redis_url, encoders, monkeypatch)
+    assert first["runs"] == second["runs"]
+
+
+def test_recall_at_precision() -> None:
+    truth = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert simulate.recall_at_precision(scores, truth) == pytest.approx(2 / 3)  # 3/4 precision at full recall
+    assert simulate.recall_at_precision(scores, np.zeros(6, dtype=bool)) == 0.0
+    tied = np.full(6, 0.5)  # one threshold only: precision 1/2 everywhere
+    assert simulate.recall_at_precision(tied, truth) == 0.0
