@@ -44,29 +44,14 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": headers["Authorization"]}
 
 
-def _dump(obj: Any) -> dict[str, Any]:
-    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
-
-
 def label_config(settings: Settings, project: int) -> str:
     """The project's current label config: the truth, whatever a webhook said."""
     try:
         return str(client(settings).projects.get(id=project).label_config)
     except LabelStudioUnavailable:
         raise
-    except Exception as e:
+    except Exception as e:  # the SDK raises its own error types per HTTP status
         raise LabelStudioUnavailable(f"could not read project {project}: {type(e).__name__}: {e}") from e
-
-
-def annotated_tasks(settings: Settings, project: int, page_size: int = 500) -> list[dict[str, Any]]:
-    """Every task of the project that has annotations, with them (raw data URLs, not resolved)."""
-    try:
-        pager = client(settings).tasks.list(
-            project=project, fields="all", only_annotated=True, resolve_uri=False, page_size=page_size
-        )
-        return [t for t in map(_dump, pager) if t.get("annotations")]
-    except Exception as e:
-        raise LabelStudioUnavailable(f"could not list tasks of project {project}: {type(e).__name__}: {e}") from e
 
 
 def _http(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:

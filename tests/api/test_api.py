@@ -187,3 +187,26 @@ def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, e
     changed = p.featurize([task], config)
     assert changed.encoded == 1
     assert not (changed.features[0]["image"] == first.features[0]["image"]).all()
+
+
+def test_fit_on_annotated_tasks_changes_the_model_version(settings, encoders, r, demo_dir):
+    import json as _json
+
+    from backend.labelconfig import parse_label_config
+
+    manifest = [_json.loads(line) for line in (demo_dir / "manifest.jsonl").read_text().splitlines()]
+    tasks = demo_tasks(demo_dir)
+    for task, item in zip(tasks, manifest, strict=True):
+        task["annotations"] = [{"id": task["id"], "created_at": "2026-01-01", "result": [
+            {"from_name": "category", "to_name": "image", "type": "choices",
+             "value": {"choices": [item["label"]["category"]]}},
+            {"from_name": "policy", "to_name": "voiceover", "type": "choices",
+             "value": {"choices": [item["label"]["policy"]]}},
+        ]}]  # fmt: skip
+    p = Predictor(settings, encoders, r)
+    config = parse_label_config(CONFIG)
+    before = p.setup(11, CONFIG)
+    result = p.fit(11, tasks, CONFIG)
+    assert result["status"] == "trained" and result["trained_on"] == len(tasks)
+    assert p.model_version(11, config) == result["model_version"] != before
+    assert result["model_version"].startswith("vlmae-attention-")
