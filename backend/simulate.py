@@ -231,6 +231,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summary(result: dict[str, Any]) -> str:
+    """A markdown table of the last round: mean ± std over seeds, per strategy."""
+    target = result["config"]["targets"][0]
+    rows = ["| strategy | labelled | recall@80%P " + target + " | positives per 100 | confident mispredictions found "
+            "| macro-F1 per control |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for name in result["config"]["strategies"]:
+        last = [r["rounds"][-1] for r in result["runs"] if r["strategy"] == name]
+        if not last:
+            continue
+
+        def stat(values: list[float]) -> str:
+            return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+        f1 = {c: stat([x["macro_f1"][c] for x in last]) for c in last[0]["macro_f1"]}
+        rows.append(
+            f"| {name} | {last[0]['labelled']} | {stat([x['recall_at_80p'][target] for x in last])} "
+            f"| {stat([x['positives_per_100'] for x in last])} | {stat([x['mispredictions_found'] for x in last])} "
+            f"| {', '.join(f'{c} {v}' for c, v in f1.items())} |"
+        )
+    return "\n".join(rows)
+
+
 def _answers(client: redis.Redis, tries: int = 1) -> bool:
     for _ in range(tries):
         try:
@@ -295,5 +317,6 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulate.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "simulate.png")
+    (out / "summary.md").write_text(summary(result) + "\n")
     log.info("wrote %s and %s", out / "simulate.json", out / "simulate.png")
     return 0

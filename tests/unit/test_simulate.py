@@ -47,6 +47,8 @@ def _simulate(manifest: Path, out: Path, redis_url: str, encoders, monkeypatch: 
 def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
     result = _simulate(manifest, tmp_path / "out", redis_url, encoders, monkeypatch)
     assert (tmp_path / "out" / "simulate.png").stat().st_size > 0
+    table = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert len(table) == 2 + 2 and table[2].startswith("| random |")  # header, rule, one row a strategy
     assert result["config"]["strategies"] == STRATEGIES
     targets = set(result["config"]["targets"])
     assert "policy:Violation" in targets  # the demo's rare label (a category may be rare too in 24 items)
