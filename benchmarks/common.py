@@ -80,3 +80,15 @@ def own_redis(workdir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def demo_set(demo_dir: Path, n_items: int) -> Path:
+    """Reuse a demo set with at least n_items listings, else build one (espeak-ng: ~3 items/s)."""
+    manifest = demo_dir / "manifest.jsonl"
+    if manifest.exists() and len(manifest.read_text().splitlines()) >= n_items:
+        return demo_dir
+    from backend.demo import build_demo
+
+    out(f"building a demo set of {n_items} items in {demo_dir} ...")
+    build_demo(demo_dir, n_items=n_items, seed=0)
+    return demo_dir

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import MALLOC_ENV, code_version, cpu_model, ensure_malloc_env, out, own_redis
+from common import MALLOC_ENV, code_version, cpu_model, demo_set, ensure_malloc_env, out, own_redis
 
 GOAL_RATIO = 0.9
 KINDS = ("image", "text", "audio")  # the order the pipeline meets them in a demo task
@@ -92,18 +92,6 @@ def machine_lines(load_start: float) -> list[str]:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def demo_set(demo_dir: Path, n_items: int) -> Path:
-    """Reuse a demo set with at least n_items listings, else build one (espeak-ng: ~3 items/s)."""
-    manifest = demo_dir / "manifest.jsonl"
-    if manifest.exists() and len(manifest.read_text().splitlines()) >= n_items:
-        return demo_dir
-    from backend.demo import build_demo
-
-    out(f"building a demo set of {n_items} items in {demo_dir} ...")
-    build_demo(demo_dir, n_items=n_items, seed=0)
-    return demo_dir
 
 
 def demo_tasks(demo_dir: Path, n: int) -> list[dict[str, Any]]:

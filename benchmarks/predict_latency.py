@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
-from common import MALLOC_ENV, ROOT, code_version, cpu_model, ensure_malloc_env, free_port, out, own_redis
+from common import MALLOC_ENV, ROOT, code_version, cpu_model, demo_set, ensure_malloc_env, free_port, out, own_redis
 
 PROJECT = "1.1700000000"  # Label Studio's "<id>.<created>" form
 TRAINED_PROJECT = 2
@@ -113,18 +113,6 @@ def backend_server(port: int, redis_url: str, media_root: Path, log_path: Path) 
 
 
 # ---------------------------------------------------------------- demo data
-
-
-def demo_set(demo_dir: Path, n_items: int) -> Path:
-    """Reuse a demo set with at least n_items listings, else build one (espeak-ng: ~3 items/s)."""
-    manifest = demo_dir / "manifest.jsonl"
-    if manifest.exists() and len(manifest.read_text().splitlines()) >= n_items:
-        return demo_dir
-    from backend.demo import build_demo
-
-    out(f"building a demo set of {n_items} items in {demo_dir} ...")
-    build_demo(demo_dir, n_items=n_items, seed=0)
-    return demo_dir
 
 
 def demo_tasks(demo_dir: Path) -> list[dict[str, Any]]:
