@@ -102,7 +102,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             "status": "UP",
             "model_class": "VLMAE",
             "fusion": settings.fusion,
-            "encoders": {"image": enc.image.id, "text": enc.text.id, "audio": enc.audio.id},
+            "encoders": {"image": enc.image.id, "text": enc.text.id, "audio": enc.audio.id}
+            | ({"speech": enc.speech.id} if enc.speech else {}),
         }
 
     @app.post("/setup", dependencies=auth)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     text_encoder: str = "default"
     audio_encoder: str = "default"
     fusion: Fusion = "attention"
+    # With the packaged Whisper: also transcribe speech and embed the words with the text encoder.
+    transcribe: bool = True
     torch_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1))
     # Where assembled model files live (the packaged Whisper-base is stored in two parts).
     cache_dir: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/broaden"))

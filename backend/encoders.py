@@ -34,6 +34,11 @@ Array = npt.NDArray[np.float32]
 MAX_AUDIO_TOKENS = 64  # time windows kept per clip: attention cost stays small, ~0.2 s each
 AUDIO_WINDOW_S = 0.2
 TEXT_MAX_TOKENS = 256
+# Transcription: Whisper's task prompt, a decoding length cap (speech runs ~3-4 tokens a second),
+# and Whisper's own no-speech probability above which a clip counts as having no words.
+WHISPER_PROMPT = ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")
+TOKENS_PER_S = 8
+NO_SPEECH_PROB = 0.6
 
 
 class Encoder(Protocol):
@@ -49,9 +54,13 @@ class Encoders:
     image: Encoder
     text: Encoder
     audio: Encoder
+    speech: Encoder | None = None  # what is said in an audio clip, in the text encoder's space
 
     def for_kind(self, kind: str) -> Encoder:
-        return {"image": self.image, "text": self.text, "audio": self.audio}[kind]
+        encoder = {"image": self.image, "text": self.text, "audio": self.audio, "speech": self.speech}[kind]
+        if encoder is None:
+            raise KeyError(f"no {kind} encoder loaded")
+        return encoder
 
     @property
     def audio_sample_rate(self) -> int:
@@ -209,33 +218,73 @@ class WhisperCT2Encoder:
 
     def __init__(self, model_dir: Path, threads: int) -> None:
         import ctranslate2
+        from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor
 
         self.model = ctranslate2.models.Whisper(
             str(model_dir), device="cpu", compute_type="int8", intra_threads=threads
         )
         self.features = WhisperFeatureExtractor(feature_size=80)
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.prompt = [self.tokenizer.token_to_id(t) for t in WHISPER_PROMPT]
         self.id = _stable_id("whisper-base-ct2", (model_dir / "model.bin").stat().st_size, "len2s", AUDIO_WINDOW_S)
 
-    def encode(self, items: list[Array]) -> list[Array]:
+    def _encoder_output(self, wave: Array) -> tuple[Any, int]:
+        """Whisper's encoder output for one clip (a CTranslate2 StorageView) and its clip length in s."""
         import ctranslate2
 
+        seconds = min(30, max(2, 2 * -(-len(wave) // (2 * self.sample_rate))))
+        mel = self.features(
+            wave,
+            sampling_rate=self.sample_rate,
+            return_tensors="np",
+            padding="max_length",
+            max_length=seconds * self.sample_rate,
+            truncation=True,
+        ).input_features  # (1, 80, 100 * seconds)
+        return self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))), seconds
+
+    def encode(self, items: list[Array]) -> list[Array]:
         out = []
         for wave in items:  # one at a time: clip lengths differ and padding them together wastes work
-            seconds = min(30, max(2, 2 * -(-len(wave) // (2 * self.sample_rate))))
-            mel = self.features(
-                wave,
-                sampling_rate=self.sample_rate,
-                return_tensors="np",
-                padding="max_length",
-                max_length=seconds * self.sample_rate,
-                truncation=True,
-            ).input_features  # (1, 80, 100 * seconds)
-            enc = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))))
+            enc = np.asarray(self._encoder_output(wave)[0])
             speech = max(1, round(len(wave) / self.sample_rate * self.frames_per_s))
             frames = torch.from_numpy(enc[0, :speech].astype(np.float32))  # drop the padding's frames
             out.append(window_pool(frames, self.frames_per_s).numpy())
         return out
+
+    def transcribe(self, items: list[Array]) -> list[str]:
+        """Greedy English transcripts, decoded from the clip-length encoder output; "" where Whisper
+        judges there is no speech (music, noise), so it does not invent words for them."""
+        out = []
+        for wave in items:
+            enc, seconds = self._encoder_output(wave)
+            result = self.model.generate(
+                enc,
+                [self.prompt],
+                beam_size=1,
+                max_length=len(self.prompt) + TOKENS_PER_S * seconds,
+                no_repeat_ngram_size=3,  # greedy decoding of short clips otherwise loops on a phrase
+                return_no_speech_prob=True,
+            )[0]
+            speech = result.no_speech_prob < NO_SPEECH_PROB
+            out.append(self.tokenizer.decode(result.sequences_ids[0]).strip() if speech else "")
+        return out
+
+
+class SpeechEncoder:
+    """What is said in a clip: Whisper's transcript, embedded by the text encoder. Whisper's encoder
+    frames carry how the speech sounds; this token carries what it means, so a label that hangs on a
+    phrase ("pay me by bank transfer") generalises to other wordings of the same thing."""
+
+    kind = "speech"
+
+    def __init__(self, asr: WhisperCT2Encoder, text: Encoder) -> None:
+        self.asr, self.text, self.dim = asr, text, text.dim
+        self.id = _stable_id("speech", asr.id, text.id, TOKENS_PER_S, NO_SPEECH_PROB)
+
+    def encode(self, items: list[Array]) -> list[Array]:
+        return self.text.encode(self.asr.transcribe(items))
 
 
 def whisper_base_dir(cache_dir: Path) -> Path:
@@ -359,5 +408,7 @@ def load_encoders(settings: Settings) -> Encoders:
         if settings.audio_encoder == "default"
         else HFAudioEncoder(settings.audio_encoder)
     )
-    log.info("encoders loaded: image=%s text=%s audio=%s", image.id, text.id, audio.id)
-    return Encoders(image=image, text=text, audio=audio)
+    # Transcription comes with the packaged Whisper; other audio checkpoints give sound features only.
+    speech = SpeechEncoder(audio, text) if settings.transcribe and isinstance(audio, WhisperCT2Encoder) else None
+    log.info("encoders loaded: image=%s text=%s audio=%s speech=%s", image.id, text.id, audio.id, speech and speech.id)
+    return Encoders(image=image, text=text, audio=audio, speech=speech)

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -41,6 +41,17 @@ ENCODE_BATCH = 1
 FETCH_THREADS = 8
 
 TaskFeatures = dict[str, Array]  # object tag name -> (tokens, dim)
+SPEECH_SUFFIX = ".speech"  # feature name of what an audio object's clip says
+MEDIA_OF = {"speech": "audio"}  # the speech encoder reads the audio object's clip
+
+
+def feature_objects(config: LabelConfig, encoders: Encoders) -> list[ObjectTag]:
+    """What gets encoded per task: the config's objects, plus a speech twin of each audio object
+    when a speech encoder is loaded (same data key and clip, its own features)."""
+    objects = list(config.objects)
+    if encoders.speech is not None:
+        objects += [replace(o, name=o.name + SPEECH_SUFFIX, kind="speech") for o in config.objects if o.kind == "audio"]
+    return objects
 
 
 @dataclass
@@ -113,9 +124,10 @@ class FeatureStore:
 
     def _resolve(self, tasks: Sequence[dict[str, Any]], config: LabelConfig, out: Featurized) -> list[_Item]:
         items = []
+        objects = feature_objects(config, self.encoders)
         for pos, task in enumerate(tasks):
             data = task.get("data") or {}
-            present = [o for o in config.objects if data.get(o.value_key) not in (None, "")]
+            present = [o for o in objects if data.get(o.value_key) not in (None, "")]
             if not present:
                 keys = sorted({o.value_key for o in config.objects})
                 out.errors[pos] = f"task data has none of the keys {keys}"
@@ -144,8 +156,11 @@ class FeatureStore:
     def _fetch_and_encode(self, items: list[_Item], out: Featurized) -> None:
         if not items:
             return
+        # One fetch and decode per media file, however many tasks or encoders read it.
+        unique = {self._media_key(it): it for it in items}
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            decoded = list(pool.map(self._fetch_decode, items))
+            done = dict(zip(unique, pool.map(self._fetch_decode, unique.values()), strict=True))
+        decoded = [done[self._media_key(it)] for it in items]
         by_kind: dict[str, list[tuple[_Item, Any, str]]] = {}
         for it, result in zip(items, decoded, strict=True):
             if isinstance(result, MediaError):
@@ -158,6 +173,9 @@ class FeatureStore:
             self._encode_group(kind, group, pipe, out)
         pipe.execute()
 
+    def _media_key(self, it: _Item) -> tuple[str, str]:
+        return self.fetcher.cache_key(it.ref), MEDIA_OF.get(it.obj.kind, it.obj.kind)
+
     def _fetch_decode(self, it: _Item) -> tuple[Any, str] | MediaError:
         s = self.settings
         decoders: dict[str, Callable[[bytes], Any]] = {
@@ -167,7 +185,7 @@ class FeatureStore:
         }
         try:
             raw = self.fetcher.fetch(it.ref)
-            return decoders[it.obj.kind](raw), hashlib.sha256(raw).hexdigest()
+            return decoders[MEDIA_OF.get(it.obj.kind, it.obj.kind)](raw), hashlib.sha256(raw).hexdigest()
         except MediaError as e:
             return e
 

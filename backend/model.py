@@ -5,11 +5,14 @@ Our reading of the paper (its exact layer shapes are not public, so these are ou
     image tokens ─┐                       (B, Tv, d)                      (B, d)
     text tokens  ─┼─ proj + object emb ─▶ VL seq ─ x-attn(audio) ─ gate ─▶ pool ─▶ heads
     [query token]─┘                          ▲
-    audio frames ── proj + object emb ───────┘ (B, Ta, d)
+    audio frames  ─┬─ proj + object emb ─────┘ (B, Ta, d)
+    spoken words  ─┘  (transcript embedding, one token per clip, when transcription is on)
 
-The gate is tanh(alpha) with alpha = 0 at init, so an untrained fusion layer is
-exactly the VL model alone and audio is let in only as far as training finds it
-useful. `fusion="mean"` is the baseline the paper beats (average-pooled audio
+The gate is tanh(alpha) with alpha = 1 at init. Flamingo-style zero init keeps a
+pretrained stack unchanged, but nothing after this layer is pretrained here, and a
+zero gate also zeroes the attention's gradient: trained from a few dozen labels, the
+layer then never learned to use audio at all (BENCHMARKS.md, "Making the fusion learn").
+`fusion="mean"` is the baseline the paper beats (average-pooled audio
 concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
 The pooled embedding (B, d) is also the latent space LSB searches.
 """
@@ -23,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-KINDS = ("image", "text", "audio")
+AUDIO_SIDE = ("audio", "speech")  # what the VL tokens attend to
+GATE_INIT = 1.0  # tanh(1) = 0.76: audio is let in from the first step (see the module docstring)
 
 
 @dataclass
@@ -59,8 +63,8 @@ class GatedCrossAttention(nn.Module):
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = nn.MultiheadAttention(d, n_heads, dropout=dropout, batch_first=True)
         self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
-        self.gate_attn = nn.Parameter(torch.zeros(1))
-        self.gate_ff = nn.Parameter(torch.zeros(1))
+        self.gate_attn = nn.Parameter(torch.full((1,), GATE_INIT))
+        self.gate_ff = nn.Parameter(torch.full((1,), GATE_INIT))
 
     def forward(self, vl: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
         has_audio = audio_mask.any(1)  # (B,)
@@ -96,6 +100,13 @@ class VLMAE(nn.Module):
         x = self.proj[kind](batch.tokens[kind]) + self.object_emb(batch.objects[kind])
         return x, batch.masks[kind]
 
+    def _audio(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Sound frames and spoken-word tokens as one sequence (B, Ta, d) with its mask."""
+        parts = [p for k in AUDIO_SIDE if (p := self._tokens(batch, k)) is not None]
+        if not parts:
+            return None
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
     def embed(self, batch: Batch) -> torch.Tensor:
         """The fused, pooled embedding (B, d): the latent space of LSB."""
         b = batch.size
@@ -103,7 +114,7 @@ class VLMAE(nn.Module):
         parts += [p for k in ("image", "text") if (p := self._tokens(batch, k)) is not None]
         vl = torch.cat([p[0] for p in parts], 1)  # (B, Tv, d)
         vl_mask = torch.cat([p[1] for p in parts], 1)
-        audio = self._tokens(batch, "audio") if self.cfg.fusion != "none" else None
+        audio = self._audio(batch) if self.cfg.fusion != "none" else None
         if audio is not None and self.fuse is not None:
             vl = self.fuse(vl, *audio)
         pooled = _masked_mean(vl, vl_mask)
@@ -122,20 +133,28 @@ class VLMAE(nn.Module):
             for lg, (_, _, multiple) in zip(logits, self.cfg.heads, strict=True)
         ]
 
-    def loss(self, logits: list[torch.Tensor], targets: list[torch.Tensor], has: list[torch.Tensor]) -> torch.Tensor:
+    def loss(
+        self,
+        logits: list[torch.Tensor],
+        targets: list[torch.Tensor],
+        has: list[torch.Tensor],
+        weights: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Mean over heads of the loss on the tasks labelled for that head.
 
-        targets[h]: (B, n) one-hot / multi-hot; has[h]: (B,) bool, the task has a label for head h.
+        targets[h]: (B, n) one-hot / multi-hot; has[h]: (B,) bool, the task has a label for head h;
+        weights[h]: (n,) per-class weight (single choice) or positive weight (multiple choice).
         """
         total, count = logits[0].new_zeros(()), 0
-        for lg, y, m, (_, _, multiple) in zip(logits, targets, has, self.cfg.heads, strict=True):
+        weights = weights or [None] * len(logits)
+        for lg, y, m, w, (_, _, multiple) in zip(logits, targets, has, weights, self.cfg.heads, strict=True):
             if not m.any():
                 continue
             lg, y = lg[m], y[m]
             if multiple:
-                total = total + F.binary_cross_entropy_with_logits(lg, y)
+                total = total + F.binary_cross_entropy_with_logits(lg, y, pos_weight=w)
             else:
-                total = total + F.cross_entropy(lg, y.argmax(-1), label_smoothing=0.05)
+                total = total + F.cross_entropy(lg, y.argmax(-1), weight=w, label_smoothing=0.05)
             count += 1
         return total / max(count, 1)
 

@@ -20,7 +20,7 @@ import torch
 from backend.config import Settings
 from backend.encoders import Encoders
 from backend.errors import PayloadError
-from backend.features import FeatureStore, Featurized
+from backend.features import FeatureStore, Featurized, feature_objects
 from backend.labelconfig import ChoicesControl, LabelConfig, parse_label_config
 from backend.labelstudio import auth_headers
 from backend.media import MediaFetcher
@@ -68,7 +68,7 @@ def _pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, enc
     """Before training, the neighbour space is each object's mean encoder token, L2-normalised and
     concatenated (zeros where an object is missing)."""
     parts = []
-    for obj in config.objects:
+    for obj in feature_objects(config, encoders):
         block = np.zeros((len(rows), encoders.for_kind(obj.kind).dim), np.float32)
         present = [r for r, feats in enumerate(rows) if obj.name in feats]
         if present:
@@ -207,9 +207,10 @@ class Predictor:
             self._models.popitem(last=False)
 
     def _zero_shot(self, rows: list[dict[str, np.ndarray]], config: LabelConfig) -> list[np.ndarray]:
-        """Per head (N, C): softmax over cosine(task text, label name); uniform where a task has no
-        text, NaN for multiple-choice heads (no honest cold-start answer), so no region is emitted."""
-        text_objs = [o.name for o in config.objects if o.kind == "text"]
+        """Per head (N, C): softmax over cosine(task text or transcript, label name); uniform where a task
+        has neither, NaN for multiple-choice heads (no honest cold-start answer), so no region is emitted."""
+        # Transcripts are embedded by the same text encoder, so they answer like captions do.
+        text_objs = [o.name for o in feature_objects(config, self.encoders) if o.kind in ("text", "speech")]
         out = []
         for control in config.controls:
             p = np.full((len(rows), len(control.labels)), np.nan if control.multiple else 1 / len(control.labels))

@@ -19,6 +19,7 @@ import torch
 
 from backend.config import Settings
 from backend.encoders import Encoders
+from backend.features import feature_objects
 from backend.labelconfig import LabelConfig
 from backend.model import VLMAE, FusionConfig, collate
 
@@ -36,10 +37,11 @@ class TrainedModel:
 
 
 def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
-    kinds = sorted(config.kinds)
+    objects = feature_objects(config, encoders)
+    kinds = sorted({o.kind for o in objects})
     return FusionConfig(
         input_dims={k: encoders.for_kind(k).dim for k in kinds},
-        objects=[(o.name, o.kind) for o in config.objects],
+        objects=[(o.name, o.kind) for o in objects],
         heads=[(c.name, len(c.labels), c.multiple) for c in config.controls],
         fusion=fusion,
         extra={k: encoders.for_kind(k).id for k in kinds},
@@ -87,6 +89,23 @@ def _targets(
     return ys, has
 
 
+def class_weights(ys: list[torch.Tensor], has: list[torch.Tensor], multiple: list[bool]) -> list[torch.Tensor]:
+    """Per head, inverse square-root label frequency over the labelled tasks, mean 1 over the labels
+    seen. Rare labels are what a project hunts, and unweighted, a head learns them last; full
+    inverse frequency ranks them as well but over-predicts them, and pre-annotations should not.
+    For multiple-choice heads this is a positive weight per label: sqrt(negatives / positives)."""
+    out = []
+    for y, m, multi in zip(ys, has, multiple, strict=True):
+        y = y[m]
+        pos = y.sum(0)
+        if multi:
+            out.append(((len(y) - pos).clamp(min=1) / pos.clamp(min=1)).sqrt())
+            continue
+        w = torch.where(pos > 0, pos.clamp(min=1).rsqrt(), torch.zeros_like(pos))
+        out.append(w * (pos > 0).sum() / w.sum().clamp(min=1e-8))
+    return out
+
+
 def train(
     features: list[dict[str, np.ndarray]],
     labels: list[Labels],
@@ -100,6 +119,7 @@ def train(
     model = VLMAE(cfg)
     batch_all = collate(features, cfg)
     ys, has = _targets(labels, cfg, config)
+    weights = class_weights(ys, has, [multi for _, _, multi in cfg.heads])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.train_lr, weight_decay=0.05)
     n, bs = len(features), settings.train_batch_size
@@ -111,7 +131,7 @@ def train(
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             sub = _index(batch_all, idx)
-            loss = model.loss(model(sub), [y[idx] for y in ys], [m[idx] for m in has])
+            loss = model.loss(model(sub), [y[idx] for y in ys], [m[idx] for m in has], weights)
             opt.zero_grad()
             loss.backward()
             opt.step()

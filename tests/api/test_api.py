@@ -182,7 +182,9 @@ def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, e
     p = Predictor(settings, encoders, r)
     config = parse_label_config(CONFIG)
     first = p.featurize([task], config)
-    assert first.encoded == 3 and p.featurize([task], config).encoded == 0  # all three objects cached
+    # image, caption, the voice-over's sound and its transcript; then all cached
+    assert first.encoded == 4 and p.featurize([task], config).encoded == 0
+    assert first.features[0]["voiceover.speech"].shape == (1, encoders.text.dim)
     Image.new("RGB", (64, 64), (250, 10, 10)).save(image)  # same path, new content
     changed = p.featurize([task], config)
     assert changed.encoded == 1
