@@ -194,7 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=10, help="train-pick-label rounds (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="random seeds, one run each")
     p.add_argument("--targets", default="", help='"control:Label,..." (default: the rare labels of the pool)')
-    p.add_argument("--fusion", choices=["attention", "mean", "none"], help="default: BROADEN_FUSION")
+    fusions = list(get_args(Settings.model_fields["fusion"].annotation))
+    p.add_argument("--fusion", nargs="+", choices=fusions, help="one or more (an ablation); default: BROADEN_FUSION")
+    p.add_argument("--k", type=int, help="LSB neighbours per seed (default: BROADEN_LSB_K)")
+    p.add_argument("--threshold", type=float, help="LSB-LT similarity threshold (default: BROADEN_LSB_THRESHOLD)")
+    p.add_argument(
+        "--share", type=float, help="share of leading slots for broadened tasks (default: BROADEN_LSB_SHARE)"
+    )
     p.add_argument("--epochs", type=int, help="training epochs per round (default: BROADEN_TRAIN_EPOCHS)")
     p.add_argument("--out", required=True, help="directory for simulate.json and simulate.png")
     p.set_defaults(func=simulate)

@@ -2,7 +2,8 @@
 
 Each listing has a product photo (a real Fashion-MNIST image), a seller caption and a spoken
 voice-over (espeak-ng). Policy violations are said only in the voice-over while the caption
-stays innocent, so those items (tagged "audio_sensitive") can only be labelled from audio.
+stays innocent, so those items can only be labelled from audio; so can their look-alikes,
+OK voice-overs that talk about payment innocently. Both are tagged "audio_sensitive".
 Test items draw from separate sentence pools and from the Fashion-MNIST test file, so a
 benchmark can hold out wordings and images it has never seen.
 """
@@ -226,7 +227,7 @@ def _speech(rng: np.random.Generator, pools: dict[str, list[str]], violation: bo
     if violation:  # caption and photo look fine; only the voice-over tells
         return str(rng.choice(pools["violation"])), "Violation", ["audio_sensitive"]
     if rng.random() < HARD_NEGATIVE_RATE:
-        return str(rng.choice(pools["lookalike"])), "OK", ["payment_lookalike"]
+        return str(rng.choice(pools["lookalike"])), "OK", ["audio_sensitive", "payment_lookalike"]
     return str(rng.choice(pools["ok"])), "OK", []
 
 

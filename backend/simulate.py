@@ -50,6 +50,7 @@ class Dataset:
     features: list[TaskFeatures]  # only the items that could be encoded and carry a label
     labels: list[Labels]
     splits: list[str | None]
+    tags: list[list[str]]
 
 
 def _labels_of(raw: Any, config: LabelConfig) -> Labels:
@@ -74,7 +75,8 @@ def load_dataset(records: list[dict[str, Any]], config: LabelConfig, predictor: 
     feats = predictor.featurize(tasks, config)  # logs each item it cannot read
     keep = [i for i, f in enumerate(feats.features) if f is not None and any(x is not None for x in labels[i])]
     features = [feats.features[i] or {} for i in keep]
-    return Dataset(config, features, [labels[i] for i in keep], [records[i].get("split") for i in keep])
+    splits, tags = [records[i].get("split") for i in keep], [list(records[i].get("tags") or []) for i in keep]
+    return Dataset(config, features, [labels[i] for i in keep], splits, tags)
 
 
 def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
@@ -165,39 +167,59 @@ class _Run:
     def metrics(self, probs: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
         ds, n = self.ds, len(self.pool_rows)
         test = [p[n:] for p in probs]
-        test_labels = [ds.labels[i] for i in self.test_rows]
+        chosen = self.pool_rows[self.labelled]
+        positives = sum(is_target_positive(ds.config, ds.labels[i], set(targets)) for i in chosen)
+        tags = sorted({t for i in self.test_rows for t in ds.tags[i]})
+        subsets = {}
+        for tag in tags:  # the same measures on the test items carrying each tag
+            keep = np.array([tag in ds.tags[i] for i in self.test_rows])
+            subsets[tag] = {"items": int(keep.sum()), **self._quality([p[keep] for p in test], targets, keep)}
+        return {
+            "labelled": len(chosen),
+            **self._quality(test, targets, np.ones(len(self.test_rows), dtype=bool)),
+            "positives_per_100": 100.0 * positives / max(len(chosen), 1),
+            "mispredictions_found": len(self.mispredicted),
+            "subsets": subsets,
+        }
+
+    def _quality(self, test: list[np.ndarray], targets: list[Target], keep: np.ndarray) -> dict[str, Any]:
+        """Recall at 80% precision per target and macro-F1 per control, on the kept test rows."""
+        ds = self.ds
+        test_labels = [ds.labels[i] for i in self.test_rows[keep]]
         recall = {}
         for control, label in targets:
             h = next(i for i, c in enumerate(ds.config.controls) if c.name == control)
             scores = np.nan_to_num(test[h][:, ds.config.controls[h].labels.index(label)], nan=0.0)
             truth = np.array([label in (lab[h] or []) for lab in test_labels], dtype=bool)
             recall[f"{control}:{label}"] = recall_at_precision(scores, truth)
-        chosen = self.pool_rows[self.labelled]
-        positives = sum(is_target_positive(ds.config, ds.labels[i], set(targets)) for i in chosen)
-        return {
-            "labelled": len(chosen),
-            "recall_at_80p": recall,
-            "positives_per_100": 100.0 * positives / max(len(chosen), 1),
-            "mispredictions_found": len(self.mispredicted),
-            "macro_f1": macro_f1(test, test_labels, ds.config),
-        }
+        return {"recall_at_80p": recall, "macro_f1": macro_f1(test, test_labels, ds.config)}
 
 
-def replay(
-    ds: Dataset, name: str, seed: int, targets: list[Target], args: argparse.Namespace, predictor: Predictor, bar: Any
-) -> list[dict[str, Any]]:
+@dataclass
+class Arm:
+    """One compared configuration: a strategy with the settings (fusion, k, ...) it runs under."""
+
+    strategy: str
+    settings: Settings
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy} / {self.settings.fusion}"
+
+
+def replay(ds: Dataset, arm: Arm, seed: int, targets: list[Target], args: argparse.Namespace, bar: Any) -> list[dict]:
     """Train, measure, pick and label a batch; round r reports a model trained on seed_size + r * batch_size."""
-    s = predictor.settings.model_copy(update={"seed": seed})
+    s = arm.settings.model_copy(update={"seed": seed})
     rng = np.random.default_rng(seed)
     run = _Run.start(ds, args.seed_size, rng)
     extra = {"threshold": s.lsb_threshold} if s.lsb_threshold is not None else {}  # keep lsb-lt's own default
-    strategy = STRATEGIES[name](k=s.lsb_k, share=s.lsb_share, **extra)
+    strategy = STRATEGIES[arm.strategy](k=s.lsb_k, share=s.lsb_share, **extra)
     rows = np.concatenate([run.pool_rows, run.test_rows])
     out = []
     for rnd in range(args.rounds):
         chosen = run.pool_rows[run.labelled]
         x, y = [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen]
-        probs, emb = forward(train(x, y, ds.config, predictor.encoders, s).model, [ds.features[i] for i in rows])
+        probs, emb = forward(train(x, y, ds.config, args.encoders, s).model, [ds.features[i] for i in rows])
         out.append(run.metrics(probs, targets))
         bar.update(1)
         if rnd == args.rounds - 1 or run.labelled.all():
@@ -211,46 +233,66 @@ def replay(
     return out
 
 
+def _arms(result: dict[str, Any]) -> dict[str, list[dict]]:
+    """Runs grouped by arm, in the order they ran."""
+    out: dict[str, list[dict]] = {}
+    for r in result["runs"]:
+        out.setdefault(r["arm"], []).append(r)
+    return out
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Mean recall@80%P of the first target against the number labelled, ±1 std over seeds."""
+    """Mean recall@80%P of the first target against the number labelled, ±1 std over seeds; one
+    panel for all test items and one per tag (e.g. audio_sensitive)."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's global state alone
 
     target = result["config"]["targets"][0]
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for name in result["config"]["strategies"]:
-        runs = [r["rounds"] for r in result["runs"] if r["strategy"] == name]
-        n = min(len(r) for r in runs)
-        x = [rnd["labelled"] for rnd in runs[0][:n]]
-        y = np.array([[rnd["recall_at_80p"][target] for rnd in r[:n]] for r in runs])
-        mean, std = y.mean(0), y.std(0)
-        ax.plot(x, mean, marker="o", label=name)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-    ax.set(xlabel="items labelled", ylabel=f"recall at {MIN_PRECISION:.0%} precision", title=target, ylim=(0, 1.02))
-    ax.legend()
-    fig.savefig(path, dpi=120)
+    first = result["runs"][0]["rounds"][0]
+    panels = [("all test items", lambda rnd: rnd)] + [
+        (tag, lambda rnd, tag=tag: rnd["subsets"][tag]) for tag in first.get("subsets", {})
+    ]
+    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, part) in zip(axes, panels, strict=True):
+        for name, runs in _arms(result).items():
+            n = min(len(r["rounds"]) for r in runs)
+            x = [rnd["labelled"] for rnd in runs[0]["rounds"][:n]]
+            y = np.array([[part(rnd)["recall_at_80p"][target] for rnd in r["rounds"][:n]] for r in runs])
+            mean, std = y.mean(0), y.std(0)
+            ax.plot(x, mean, marker="o", markersize=3, label=name)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        ax.set(xlabel="items labelled", ylabel=f"recall at {MIN_PRECISION:.0%} precision", ylim=(0, 1.02))
+        ax.set_title(f"{target}: {title}")
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
+def _stat(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
 def summary(result: dict[str, Any]) -> str:
-    """A markdown table of the last round: mean ± std over seeds, per strategy."""
-    target = result["config"]["targets"][0]
-    rows = ["| strategy | labelled | recall@80%P " + target + " | positives per 100 | confident mispredictions found "
+    """Markdown tables of the last round, mean ± std over seeds, per arm: all test items, then per tag."""
+    targets = result["config"]["targets"]
+    t = targets[0]
+    rows = [f"| arm | labelled | recall@80%P {t} | positives per 100 | confident mispredictions found "
             "| macro-F1 per control |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
-    for name in result["config"]["strategies"]:
-        last = [r["rounds"][-1] for r in result["runs"] if r["strategy"] == name]
-        if not last:
-            continue
-
-        def stat(values: list[float]) -> str:
-            return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-        f1 = {c: stat([x["macro_f1"][c] for x in last]) for c in last[0]["macro_f1"]}
+    tags = list(result["runs"][0]["rounds"][-1].get("subsets", {}))
+    sub = [f"| arm | tag | items | recall@80%P {t} | macro-F1 per control |", "|---|---|---:|---:|---|"]
+    for name, runs in _arms(result).items():
+        last = [r["rounds"][-1] for r in runs]
+        f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last])}" for c in last[0]["macro_f1"])
         rows.append(
-            f"| {name} | {last[0]['labelled']} | {stat([x['recall_at_80p'][target] for x in last])} "
-            f"| {stat([x['positives_per_100'] for x in last])} | {stat([x['mispredictions_found'] for x in last])} "
-            f"| {', '.join(f'{c} {v}' for c, v in f1.items())} |"
+            f"| {name} | {last[0]['labelled']} | {_stat([x['recall_at_80p'][t] for x in last])} "
+            f"| {_stat([x['positives_per_100'] for x in last])} | {_stat([x['mispredictions_found'] for x in last])} "
+            f"| {f1} |"
         )
-    return "\n".join(rows)
+        for tag in tags:
+            parts = [x["subsets"][tag] for x in last]
+            f1 = ", ".join(f"{c} {_stat([p['macro_f1'][c] for p in parts])}" for c in parts[0]["macro_f1"])
+            sub.append(f"| {name} | {tag} | {parts[0]['items']} | {_stat([p['recall_at_80p'][t] for p in parts])} "
+                       f"| {f1} |")  # fmt: skip
+    return "\n".join(rows + ([""] + sub if tags else []))
 
 
 def _answers(client: redis.Redis, tries: int = 1) -> bool:
@@ -293,30 +335,35 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     config = parse_label_config(xml_path.read_text())
     base = Settings()
     roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent)]))  # relative paths resolve here
-    update = {"fusion": args.fusion or base.fusion, "train_epochs": args.epochs or base.train_epochs}
-    settings = base.model_copy(update={"media_roots": roots, **update})
-    encoders = encoders or load_encoders(settings)
-    with redis_client(settings.redis_url) as r:
-        predictor = Predictor(settings, encoders, r)
-        ds = load_dataset(records, config, predictor)
-        targets = resolve_targets(ds, args.targets or settings.targets)
-        log.info("%d of %d items usable; targets %s", len(ds.labels), len(records), targets)
-        skip = ("func", "command")
-        options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
-        names = [f"{c}:{lab}" for c, lab in targets]
-        options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
-        options |= {"fusion": settings.fusion, "epochs": settings.train_epochs}
-        result: dict[str, Any] = {"config": options, "runs": []}
-        total = len(args.strategies) * len(args.seeds) * args.rounds
-        with tqdm(total=total, desc="simulate", unit="round") as bar:
-            for name in args.strategies:
-                for seed in args.seeds:
-                    rounds = replay(ds, name, seed, targets, args, predictor, bar)
-                    result["runs"].append({"strategy": name, "seed": seed, "rounds": rounds})
+    chosen = {"train_epochs": args.epochs, "lsb_k": args.k, "lsb_threshold": args.threshold, "lsb_share": args.share}
+    base = base.model_copy(update={"media_roots": roots} | {k: v for k, v in chosen.items() if v is not None})
+    arms = [
+        Arm(name, base.model_copy(update={"fusion": fusion}))
+        for fusion in args.fusion or [base.fusion]
+        for name in args.strategies
+    ]
+    args.encoders = encoders or load_encoders(base)
+    with redis_client(base.redis_url) as r:
+        ds = load_dataset(records, config, Predictor(base, args.encoders, r))
+    targets = resolve_targets(ds, args.targets or base.targets)
+    log.info("%d of %d items usable; targets %s", len(ds.labels), len(records), targets)
+    skip = ("func", "command", "encoders")
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
+    names = [f"{c}:{lab}" for c, lab in targets]
+    options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
+    options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "k": base.lsb_k}
+    options |= {"threshold": base.lsb_threshold, "share": base.lsb_share}
+    result: dict[str, Any] = {"config": options, "runs": []}
+    with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:
+        for arm in arms:
+            for seed in args.seeds:
+                rounds = replay(ds, arm, seed, targets, args, bar)
+                result["runs"].append({"arm": arm.name, "strategy": arm.strategy, "fusion": arm.settings.fusion,
+                                       "seed": seed, "rounds": rounds})  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulate.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "simulate.png")
     (out / "summary.md").write_text(summary(result) + "\n")
-    log.info("wrote %s and %s", out / "simulate.json", out / "simulate.png")
+    log.info("wrote %s, %s and %s", out / "simulate.json", out / "simulate.png", out / "summary.md")
     return 0

@@ -27,9 +27,10 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo.build_demo(tmp_path_factory.mktemp("simdemo"), n_items=24, seed=0)
 
 
-def _args(manifest: Path, out: Path) -> argparse.Namespace:
+def _args(manifest: Path, out: Path, extra: tuple[str, ...] = ()) -> argparse.Namespace:
     """The arguments exactly as `broaden simulate ...` parses them (the run itself is intercepted)."""
     argv = ["simulate", str(manifest), "--out", str(out), "--strategies", *STRATEGIES, "--seeds", *map(str, SEEDS)]
+    argv += list(extra)
     argv += ["--seed-size", str(SEED_SIZE), "--batch-size", str(BATCH), "--rounds", str(ROUNDS), "--epochs", "5"]
     seen: list[argparse.Namespace] = []
     with pytest.MonkeyPatch.context() as mp:
@@ -38,17 +39,17 @@ def _args(manifest: Path, out: Path) -> argparse.Namespace:
     return seen[0]
 
 
-def _simulate(manifest: Path, out: Path, redis_url: str, encoders, monkeypatch: pytest.MonkeyPatch) -> dict:
+def _simulate(manifest: Path, out: Path, redis_url: str, encoders, monkeypatch, extra: tuple[str, ...] = ()) -> dict:
     monkeypatch.setenv("REDIS_URL", redis_url)
-    assert simulate.run(_args(manifest, out), encoders=encoders) == 0
+    assert simulate.run(_args(manifest, out, extra), encoders=encoders) == 0
     return json.loads((out / "simulate.json").read_text())
 
 
 def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
     result = _simulate(manifest, tmp_path / "out", redis_url, encoders, monkeypatch)
     assert (tmp_path / "out" / "simulate.png").stat().st_size > 0
-    table = (tmp_path / "out" / "summary.md").read_text().splitlines()
-    assert len(table) == 2 + 2 and table[2].startswith("| random |")  # header, rule, one row a strategy
+    table = (tmp_path / "out" / "summary.md").read_text().split("\n\n")[0].splitlines()
+    assert len(table) == 2 + 2 and table[2].startswith("| random / attention |")  # header, rule, a row an arm
     assert result["config"]["strategies"] == STRATEGIES
     targets = set(result["config"]["targets"])
     assert "policy:Violation" in targets  # the demo's rare label (a category may be rare too in 24 items)
@@ -64,7 +65,21 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
             assert all(0.0 <= v <= 1.0 for v in r["macro_f1"].values())
             assert 0.0 <= r["positives_per_100"] <= 100.0
             assert 0 <= r["mispredictions_found"] <= r["labelled"] - SEED_SIZE
+            sensitive = r["subsets"]["audio_sensitive"]  # the demo tags what only the audio decides
+            assert 0 < sensitive["items"] < 24 and set(sensitive["recall_at_80p"]) == targets
         assert rounds[0]["mispredictions_found"] == 0  # the random start was picked by no model
+
+
+def test_fusion_ablation_labels_the_same_items_for_each_fusion(manifest, tmp_path, redis_url, encoders, monkeypatch):
+    extra = ("--fusion", "attention", "none")
+    result = _simulate(manifest, tmp_path / "ablation", redis_url, encoders, monkeypatch, extra)
+    arms = [f"{s} / {f}" for f in ("attention", "none") for s in STRATEGIES]
+    assert result["config"]["arms"] == arms and [r["arm"] for r in result["runs"]] == [a for a in arms for _ in SEEDS]
+    random = {(r["fusion"], r["seed"]): r["rounds"] for r in result["runs"] if r["strategy"] == "random"}
+    for seed in SEEDS:  # random picks do not depend on the model: the arms differ only in fusion
+        found = [[rnd["positives_per_100"] for rnd in random[(f, seed)]] for f in ("attention", "none")]
+        assert found[0] == found[1]
+    assert "| random / none | audio_sensitive |" in (tmp_path / "ablation" / "summary.md").read_text()
 
 
 def test_same_seed_same_result(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
