@@ -231,7 +231,7 @@ def _speech(rng: np.random.Generator, pools: dict[str, list[str]], violation: bo
     return str(rng.choice(pools["ok"])), "OK", []
 
 
-def _plan(rng: np.random.Generator, n_items: int) -> list[dict]:
+def _plan(rng: np.random.Generator, n_items: int, violation_rate: float) -> list[dict]:
     """Category, split and policy per item: balanced categories, a few violations in each split."""
     categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(n_items)]
     categories = [categories[i] for i in rng.permutation(n_items)]
@@ -240,7 +240,7 @@ def _plan(rng: np.random.Generator, n_items: int) -> list[dict]:
     violation = np.zeros(n_items, dtype=bool)
     for split in ("pool", "test"):
         members = np.flatnonzero(splits == split)
-        k = max(1, round(len(members) * VIOLATION_RATE))
+        k = max(1, round(len(members) * violation_rate))
         violation[rng.choice(members, size=k, replace=False)] = True
     return [
         {"category": c, "split": str(s), "violation": bool(v)}
@@ -248,10 +248,18 @@ def _plan(rng: np.random.Generator, n_items: int) -> list[dict]:
     ]
 
 
-def build_demo(out_dir: Path, n_items: int = 48, seed: int = 0, data_dir: Path = FASHION_MNIST_DIR) -> Path:
+def build_demo(
+    out_dir: Path,
+    n_items: int = 48,
+    seed: int = 0,
+    data_dir: Path = FASHION_MNIST_DIR,
+    violation_rate: float = VIOLATION_RATE,
+) -> Path:
     """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path."""
     if n_items < 4:
         raise ValueError("n_items must be at least 4 (both splits need a violation and an OK item)")
+    if not 0 < violation_rate < 1:
+        raise ValueError("violation_rate must be between 0 and 1")
     voices = available_voices()
     data = {"pool": load_fashion_mnist(data_dir, "train"), "test": load_fashion_mnist(data_dir, "t10k")}
     out_dir = Path(out_dir)
@@ -263,7 +271,7 @@ def build_demo(out_dir: Path, n_items: int = 48, seed: int = 0, data_dir: Path =
     rng = np.random.default_rng(seed)
     used: set[tuple[str, int]] = set()
     records, tasks = [], []
-    for i, plan in enumerate(tqdm(_plan(rng, n_items), desc="demo items", disable=n_items < 24)):
+    for i, plan in enumerate(tqdm(_plan(rng, n_items, violation_rate), desc="demo items", disable=n_items < 24)):
         split, pools = plan["split"], TEMPLATES[plan["split"]]
         fm_class = int(rng.choice([k for k, (cat, _) in CLASSES.items() if cat == plan["category"]]))
         pixels = _pick_image(rng, data[split], fm_class, split, used)
@@ -295,6 +303,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=48, help="number of listings (default 48)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--violation-rate",
+        type=float,
+        default=VIOLATION_RATE,
+        help=f"share of policy violations in each split (default {VIOLATION_RATE})",
+    )
+    parser.add_argument(
         "--fashion-mnist",
         type=Path,
         default=FASHION_MNIST_DIR,
@@ -303,7 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_demo(args.out, n_items=args.items, seed=args.seed, data_dir=args.fashion_mnist)
+    manifest = build_demo(args.out, args.items, args.seed, args.fashion_mnist, args.violation_rate)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     violations = sum(r["label"]["policy"] == "Violation" for r in records)
     n_test = sum(r["split"] == "test" for r in records)

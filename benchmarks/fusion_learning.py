@@ -1,0 +1,121 @@
+"""What makes the fusion layer learn an audio-only label from few labels: an ablation of VLMAE's
+training choices on the demo set's policy label (said only in the voice-over).
+
+Each variant trains the real model (backend.training.train) on the same random subsets of the pool
+split (5 seeds per size) and is scored on the held-out test split, whose wordings the pool never
+uses. Variants switch off, one at a time, what broaden does by default:
+
+- frames only: no transcript token (the Whisper encoder's sound frames alone);
+- gate 0: the cross-attention gates start at 0 (Flamingo's init) instead of 1;
+- no class weights / full inverse frequency instead of its square root.
+
+    ./dev run python benchmarks/fusion_learning.py --manifest demo480/manifest.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from common import code_version, cpu_model, demo_set, ensure_malloc_env, out
+
+from backend import model as model_module
+from backend import training
+from backend.config import Settings
+from backend.encoders import load_encoders
+from backend.features import SPEECH_SUFFIX
+from backend.labelconfig import parse_label_config
+from backend.predictor import Predictor, forward
+from backend.simulate import load_dataset, macro_f1, recall_at_precision, redis_client
+
+SQRT_WEIGHTS = training.class_weights  # broaden's: inverse square root of label frequency
+
+
+def full_inverse(ys: list, has: list, multiple: list[bool]) -> list[torch.Tensor]:
+    """Inverse label frequency (the square of broaden's weights), mean 1 over the labels seen."""
+    out = []
+    for w, multi in zip(SQRT_WEIGHTS(ys, has, multiple), multiple, strict=True):
+        w = w**2
+        out.append(w if multi else w * (w > 0).sum() / w.sum())
+    return out
+
+
+def no_weights(ys: list, has: list, multiple: list[bool]) -> list[None]:
+    return [None for _ in ys]
+
+
+# name -> (keep the transcript token, gate init, class weights)
+VARIANTS = {
+    "broaden (words + frames, gate 1, 1/sqrt weights)": (True, 1.0, SQRT_WEIGHTS),
+    "gate 0": (True, 0.0, SQRT_WEIGHTS),
+    "no class weights": (True, 1.0, no_weights),
+    "full inverse-frequency weights": (True, 1.0, full_inverse),
+    "frames only (no transcript)": (False, 1.0, SQRT_WEIGHTS),
+    "frames only, gate 0, no weights (before)": (False, 0.0, no_weights),
+}
+
+
+def main() -> None:
+    ensure_malloc_env()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
+    p.add_argument("--sizes", type=int, nargs="+", default=[30, 60, 110])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--fusions", nargs="+", default=["attention", "mean"])
+    args = p.parse_args()
+    manifest = args.manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
+    started, load = time.time(), os.getloadavg()
+    settings = Settings(media_roots=str(manifest.parent.resolve()))
+    encoders = load_encoders(settings)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
+    with redis_client(settings.redis_url) as r:
+        ds = load_dataset(records, config, Predictor(settings, encoders, r))
+    pool = [i for i, s in enumerate(ds.splits) if s != "test"]
+    test = [i for i, s in enumerate(ds.splits) if s == "test"]
+    h = [c.name for c in config.controls].index("policy")
+    truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
+    out(f"{len(pool)} pool / {len(test)} test items ({truth.sum()} test violations); target policy:Violation")
+    out("| fusion | variant | " + " | ".join(f"recall@80%P, {n} labels" for n in args.sizes)
+        + " | " + " | ".join(f"policy macro-F1, {n}" for n in args.sizes) + " |")  # fmt: skip
+    out("|---|---|" + "---:|" * 2 * len(args.sizes))
+    for fusion in args.fusions:
+        for name, (words, gate, weights) in VARIANTS.items():
+            if fusion != "attention" and gate == 0.0:
+                continue  # only the attention layer has a gate
+            recall, f1 = np.zeros((len(args.sizes), len(args.seeds))), np.zeros((len(args.sizes), len(args.seeds)))
+            with ExitStack() as stack:
+                stack.enter_context(mock.patch.object(model_module, "GATE_INIT", gate))
+                stack.enter_context(mock.patch.object(training, "class_weights", weights))
+                if not words:
+                    stack.enter_context(mock.patch.object(encoders, "speech", None))
+                for a, n in enumerate(args.sizes):
+                    for b, seed in enumerate(args.seeds):
+                        chosen = np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
+                        feats = [ds.features[i] for i in chosen]
+                        if not words:
+                            feats = [{k: v for k, v in f.items() if not k.endswith(SPEECH_SUFFIX)} for f in feats]
+                        s = settings.model_copy(update={"seed": seed, "fusion": fusion})
+                        trained = training.train(feats, [ds.labels[i] for i in chosen], config, encoders, s)
+                        probs, _ = forward(trained.model, [ds.features[i] for i in test])
+                        recall[a, b] = recall_at_precision(probs[h][:, 1], truth)
+                        f1[a, b] = macro_f1(probs, [ds.labels[i] for i in test], config)["policy"]
+            cells = [f"{m.mean():.2f} ± {m.std():.2f}" for m in (*recall, *f1)]
+            out(f"| {fusion} | {name} | " + " | ".join(cells) + " |")
+    out()
+    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
+    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
+    out(f"- code: git {code_version()}; seeds {args.seeds}; manifest {manifest}")
+    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
