@@ -191,7 +191,8 @@ class _Run:
             h = next(i for i, c in enumerate(ds.config.controls) if c.name == control)
             scores = np.nan_to_num(test[h][:, ds.config.controls[h].labels.index(label)], nan=0.0)
             truth = np.array([label in (lab[h] or []) for lab in test_labels], dtype=bool)
-            recall[f"{control}:{label}"] = recall_at_precision(scores, truth)
+            # None where these rows hold no positive: there is no recall to measure (a tag of negatives)
+            recall[f"{control}:{label}"] = recall_at_precision(scores, truth) if truth.any() else None
         return {"recall_at_80p": recall, "macro_f1": macro_f1(test, test_labels, ds.config)}
 
 
@@ -247,10 +248,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's global state alone
 
     target = result["config"]["targets"][0]
-    first = result["runs"][0]["rounds"][0]
-    panels = [("all test items", lambda rnd: rnd)] + [
-        (tag, lambda rnd, tag=tag: rnd["subsets"][tag]) for tag in first.get("subsets", {})
-    ]
+    last = result["runs"][0]["rounds"][-1]
+    # a panel per tag whose test items include positives (a tag of negatives has no recall to draw)
+    tags = [tag for tag, sub in last.get("subsets", {}).items() if sub["recall_at_80p"][target] is not None]
+    panels = [("all test items", lambda rnd: rnd)] + [(tag, lambda rnd, tag=tag: rnd["subsets"][tag]) for tag in tags]
     fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, part) in zip(axes, panels, strict=True):
@@ -267,8 +268,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _stat(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+def _stat(values: list[float | None]) -> str:
+    kept = [v for v in values if v is not None]
+    return f"{np.mean(kept):.3f} ± {np.std(kept):.3f}" if kept else "–"
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -32,7 +32,8 @@ import redis
 from common import MALLOC_ENV, code_version, cpu_model, demo_set, ensure_malloc_env, out, own_redis
 
 GOAL_RATIO = 0.9
-KINDS = ("image", "text", "audio")  # the order the pipeline meets them in a demo task
+# The order the pipeline meets them in a demo task; "speech" is the voice-over's transcript token.
+KINDS = ("image", "text", "audio", "speech")
 
 
 @dataclass
@@ -55,18 +56,22 @@ class EncodeClock:
     everything else; measured within the same run, so machine noise cannot widen the gap."""
 
     def __init__(self, encoders: Any) -> None:
-        self.total = 0.0
+        self.total, self.depth = 0.0, 0
         for kind in KINDS:
             encoder = encoders.for_kind(kind)
             encoder.encode = self._timed(encoder.encode)  # instance attribute shadows the method
 
     def _timed(self, encode: Any) -> Any:
         def timed(items: list[Any]) -> Any:
+            # The speech encoder calls the text encoder inside: count only the outermost call.
+            self.depth += 1
             started = time.perf_counter()
             try:
                 return encode(items)
             finally:
-                self.total += time.perf_counter() - started
+                self.depth -= 1
+                if self.depth == 0:
+                    self.total += time.perf_counter() - started
 
         return timed
 
@@ -118,11 +123,13 @@ def bare_inputs(tasks: list[dict[str, Any]], settings: Any, encoders: Any) -> Ba
         "image": lambda t: Path(t["data"]["image"]).read_bytes(),
         "text": lambda t: t["data"]["caption"].encode("utf-8"),
         "audio": lambda t: Path(t["data"]["audio"]).read_bytes(),
+        "speech": lambda t: Path(t["data"]["audio"]).read_bytes(),
     }
     decode = {
         "image": lambda b: decode_image(b, settings.image_max_pixels),
         "text": lambda b: decode_text(b, settings.text_max_chars),
         "audio": lambda b: decode_audio(b, encoders.audio_sample_rate, settings.audio_max_s),
+        "speech": lambda b: decode_audio(b, encoders.audio_sample_rate, settings.audio_max_s),
     }
     inputs = BareInputs()
     for kind in KINDS:

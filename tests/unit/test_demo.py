@@ -124,3 +124,13 @@ def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(demo.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
         demo.build_demo(tmp_path / "out", n_items=N_ITEMS)
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.17, 0.5])
+def test_plan_puts_the_violation_rate_in_each_split(rate: float) -> None:
+    plan = demo._plan(np.random.default_rng(0), 400, rate)
+    for split in ("pool", "test"):
+        members = [p for p in plan if p["split"] == split]
+        assert sum(p["violation"] for p in members) == max(1, round(len(members) * rate))
+    with pytest.raises(ValueError, match="violation_rate"):
+        demo.build_demo(Path("unused"), n_items=8, violation_rate=1.0)

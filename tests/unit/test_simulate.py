@@ -67,6 +67,8 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
             assert 0 <= r["mispredictions_found"] <= r["labelled"] - SEED_SIZE
             sensitive = r["subsets"]["audio_sensitive"]  # the demo tags what only the audio decides
             assert 0 < sensitive["items"] < 24 and set(sensitive["recall_at_80p"]) == targets
+            lookalikes = r["subsets"]["payment_lookalike"]  # all OK: no recall to measure there
+            assert lookalikes["recall_at_80p"]["policy:Violation"] is None
         assert rounds[0]["mispredictions_found"] == 0  # the random start was picked by no model
 
 
