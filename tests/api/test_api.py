@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.config import Settings
-from backend.predictor import Predictor
+from backend.predictor import PREDICT_CHUNK, Predictor
 
 CONFIG = Path("label_config.xml").read_text()
 
@@ -154,17 +154,18 @@ def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r,
     settings = Settings(
         **{**settings.model_dump(exclude={"basic_auth_pass", "label_studio_api_key"}), "predict_budget_s": 0.0}
     )
-    tasks = demo_tasks(demo_dir) * 20  # 320 tasks: three chunks
+    tasks = demo_tasks(demo_dir) * 20  # 320 tasks: several chunks
     tasks = [{**t, "id": i} for i, t in enumerate(tasks, start=1)]
     with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
         c.post("/setup", json={"project": 8, "schema": CONFIG})
         results = c.post("/predict", json={"tasks": tasks, "project": 8}).json()["results"]
     assert len(results) == len(tasks)
-    assert all(res["result"] for res in results[:128]) and not any(res["result"] for res in results[128:])
+    chunk = PREDICT_CHUNK  # budget 0: the first chunk is answered, the rest deferred
+    assert all(res["result"] for res in results[:chunk]) and not any(res["result"] for res in results[chunk:])
     from backend.state import ProjectMirror
     from workers.enqueue import queue
 
-    assert ProjectMirror(r, 8).hints()[0] == list(range(129, len(tasks) + 1))
+    assert ProjectMirror(r, 8).hints()[0] == list(range(chunk + 1, len(tasks) + 1))
     assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
 
 
