@@ -52,10 +52,6 @@ class LabelConfig:
     controls: tuple[ChoicesControl, ...]
     fingerprint: str  # changes whenever what the model predicts or reads changes
 
-    @property
-    def kinds(self) -> set[str]:
-        return {o.kind for o in self.objects}
-
 
 def parse_label_config(xml: str) -> LabelConfig:
     """Parse and validate; raise UnsupportedConfig with a reason a user can act on."""
