@@ -277,15 +277,16 @@ def summary(result: dict[str, Any]) -> str:
     """Markdown tables of the last round, mean ± std over seeds, per arm: all test items, then per tag."""
     targets = result["config"]["targets"]
     t = targets[0]
-    rows = [f"| arm | labelled | recall@80%P {t} | positives per 100 | confident mispredictions found "
-            "| macro-F1 per control |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    head = f"| arm | labelled | recall@80%P {t} | same, mean over rounds | positives per 100 | confident mispredictions"
+    rows = [head + " found | macro-F1 per control |", "|---|---:|---:|---:|---:|---:|---|"]
     tags = list(result["runs"][0]["rounds"][-1].get("subsets", {}))
     sub = [f"| arm | tag | items | recall@80%P {t} | macro-F1 per control |", "|---|---|---:|---:|---|"]
     for name, runs in _arms(result).items():
         last = [r["rounds"][-1] for r in runs]
         f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last])}" for c in last[0]["macro_f1"])
+        curve = [np.mean([rnd["recall_at_80p"][t] for rnd in r["rounds"]]) for r in runs]  # area under the curve
         rows.append(
-            f"| {name} | {last[0]['labelled']} | {_stat([x['recall_at_80p'][t] for x in last])} "
+            f"| {name} | {last[0]['labelled']} | {_stat([x['recall_at_80p'][t] for x in last])} | {_stat(curve)} "
             f"| {_stat([x['positives_per_100'] for x in last])} | {_stat([x['mispredictions_found'] for x in last])} "
             f"| {f1} |"
         )
