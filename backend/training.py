@@ -91,9 +91,9 @@ def _targets(
 
 def class_weights(ys: list[torch.Tensor], has: list[torch.Tensor], multiple: list[bool]) -> list[torch.Tensor]:
     """Per head, inverse square-root label frequency over the labelled tasks, mean 1 over the labels
-    seen. Rare labels are what a project hunts, and unweighted, a head learns them last; full
-    inverse frequency ranks them as well but over-predicts them, and pre-annotations should not.
-    For multiple-choice heads this is a positive weight per label: sqrt(negatives / positives)."""
+    seen: a middle ground between no weights and full inverse frequency, which over-predicts rare
+    labels (on the demo set all three rank alike; BENCHMARKS.md). For multiple-choice heads this
+    is a positive weight per label: sqrt(negatives / positives)."""
     out = []
     for y, m, multi in zip(ys, has, multiple, strict=True):
         y = y[m]
