@@ -208,7 +208,9 @@ class Arm:
         return f"{self.strategy} / {self.settings.fusion}"
 
 
-def replay(ds: Dataset, arm: Arm, seed: int, targets: list[Target], args: argparse.Namespace, bar: Any) -> list[dict]:
+def replay(
+    ds: Dataset, arm: Arm, seed: int, targets: list[Target], args: argparse.Namespace, encoders: Encoders, bar: Any
+) -> list[dict]:
     """Train, measure, pick and label a batch; round r reports a model trained on seed_size + r * batch_size."""
     s = arm.settings.model_copy(update={"seed": seed})
     rng = np.random.default_rng(seed)
@@ -220,7 +222,7 @@ def replay(ds: Dataset, arm: Arm, seed: int, targets: list[Target], args: argpar
     for rnd in range(args.rounds):
         chosen = run.pool_rows[run.labelled]
         x, y = [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen]
-        probs, emb = forward(train(x, y, ds.config, args.encoders, s).model, [ds.features[i] for i in rows])
+        probs, emb = forward(train(x, y, ds.config, encoders, s).model, [ds.features[i] for i in rows])
         out.append(run.metrics(probs, targets))
         bar.update(1)
         if rnd == args.rounds - 1 or run.labelled.all():
@@ -345,12 +347,12 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
         for fusion in args.fusion or [base.fusion]
         for name in args.strategies
     ]
-    args.encoders = encoders or load_encoders(base)
+    encoders = encoders or load_encoders(base)
     with redis_client(base.redis_url) as r:
-        ds = load_dataset(records, config, Predictor(base, args.encoders, r))
+        ds = load_dataset(records, config, Predictor(base, encoders, r))
     targets = resolve_targets(ds, args.targets or base.targets)
     log.info("%d of %d items usable; targets %s", len(ds.labels), len(records), targets)
-    skip = ("func", "command", "encoders")
+    skip = ("func", "command")
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
     names = [f"{c}:{lab}" for c, lab in targets]
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
@@ -360,7 +362,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:
         for arm in arms:
             for seed in args.seeds:
-                rounds = replay(ds, arm, seed, targets, args, bar)
+                rounds = replay(ds, arm, seed, targets, args, encoders, bar)
                 result["runs"].append({"arm": arm.name, "strategy": arm.strategy, "fusion": arm.settings.fusion,
                                        "seed": seed, "rounds": rounds})  # fmt: skip
     out = Path(args.out)
