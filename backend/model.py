@@ -56,7 +56,7 @@ class Batch:
 
 
 class GatedCrossAttention(nn.Module):
-    """VL tokens attend to audio frames; a tanh gate starting at 0 scales what is added."""
+    """VL tokens attend to the audio side; a tanh gate (alpha = GATE_INIT at start) scales what is added."""
 
     def __init__(self, d: int, n_heads: int, dropout: float) -> None:
         super().__init__()
