@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.
-    strategy: Literal["random", "margin", "entropy", "seals", "lsb", "lsb-lt", "lsb+uncertainty"] = "lsb+uncertainty"
+    strategy: Literal["random", "margin", "entropy", "seals", "lsb", "lsb-lt", "lsb+uncertainty", "lsb-pool"] = (
+        "lsb+uncertainty"
+    )
     lsb_k: int = 10
     lsb_threshold: float | None = None  # LSB-LT: keep only neighbours at least this similar
     lsb_share: float = 0.5  # share of the leading queue slots given to broadened tasks

@@ -191,6 +191,31 @@ class LatentSpaceBroadening(Strategy):
         return diversify(interleave(first, rest, self.share), pool.embeddings)
 
 
+@dataclass(frozen=True)
+class BroadenedPoolSampling(Strategy):
+    """LSB as a broadened candidate pool: the k_pool nearest unlabelled neighbours of every labelled
+    task (as the SEALS-style pool), widened by the k nearest of each seed. `share` of the leading
+    slots go to the seeds' neighbours by uncertainty, the others to the whole pool by uncertainty;
+    then the rest of the project by uncertainty. A candidate for the default (BENCHMARKS.md)."""
+
+    k: int = 40
+    k_pool: int = 20
+    share: float = 0.5
+    name: str = "lsb-pool"
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
+        score = uncertainty(pool)
+        _, near = pool.neighbours(np.flatnonzero(pool.labelled), self.k_pool)
+        seeded = np.zeros(0, np.int64)
+        if len(pool.seeds):
+            _, around = pool.neighbours(pool.seeds, self.k)
+            seeded = np.unique(around[around >= 0])
+        candidates = np.union1d(near[near >= 0], seeded)
+        head = interleave(by_score(seeded, score, rng), by_score(candidates, score, rng), self.share)
+        rest = by_score(np.setdiff1d(pool.unlabelled, candidates), score, rng)
+        return np.concatenate([head, rest]).astype(np.int64)
+
+
 STRATEGIES = {
     "random": lambda **kw: RandomSampling(),
     "margin": lambda **kw: UncertaintySampling("margin", name="margin"),
@@ -203,4 +228,5 @@ STRATEGIES = {
     "lsb+uncertainty": lambda k=10, threshold=None, share=0.5, **kw: LatentSpaceBroadening(
         k=k, threshold=threshold, share=share
     ),
+    "lsb-pool": lambda share=0.5, **kw: BroadenedPoolSampling(share=share),
 }

@@ -3,6 +3,7 @@ import pytest
 
 from backend.strategies import (
     STRATEGIES,
+    BroadenedPoolSampling,
     KNNPoolSampling,
     LatentSpaceBroadening,
     Pool,
@@ -78,6 +79,18 @@ def test_seals_candidates_come_from_labelled_neighbourhoods():
     pool.labelled[[0]] = True
     order = KNNPoolSampling(k=5).rank(pool, rng)
     assert all(r < 25 for r in order[:5])
+
+
+def test_broadened_pool_leads_with_seed_neighbours_then_labelled_neighbourhoods():
+    rng = np.random.default_rng(6)
+    pool = clustered_pool(rng)  # 8 clusters of 25
+    pool.labelled[[0, 100]] = True
+    pool.seeds = np.array([0])
+    order = BroadenedPoolSampling(k=10, k_pool=5, share=0.5).rank(pool, rng)
+    head = order[:15]  # the seed's 10 neighbours and the 5 of the other labelled task
+    assert order[0] < 25
+    assert sum(r < 25 for r in head) == 10 and sum(100 <= r < 125 for r in head) == 5
+    assert sorted(order.tolist()) == pool.unlabelled.tolist()
 
 
 def test_top_of_queue_is_not_a_pile_of_near_duplicates():
