@@ -228,5 +228,6 @@ STRATEGIES = {
     "lsb+uncertainty": lambda k=10, threshold=None, share=0.5, **kw: LatentSpaceBroadening(
         k=k, threshold=threshold, share=share
     ),
+    # keeps its own k = 40 / 20 (BROADEN_LSB_K is lsb's 10) until a sweep chooses them
     "lsb-pool": lambda share=0.5, **kw: BroadenedPoolSampling(share=share),
 }
