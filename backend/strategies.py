@@ -198,8 +198,8 @@ class BroadenedPoolSampling(Strategy):
     slots go to the seeds' neighbours by uncertainty, the others to the whole pool by uncertainty;
     then the rest of the project by uncertainty. A candidate for the default (BENCHMARKS.md)."""
 
-    k: int = 40
-    k_pool: int = 20
+    k: int = 20
+    k_pool: int = 10
     share: float = 0.5
     name: str = "lsb-pool"
 
@@ -228,6 +228,6 @@ STRATEGIES = {
     "lsb+uncertainty": lambda k=10, threshold=None, share=0.5, **kw: LatentSpaceBroadening(
         k=k, threshold=threshold, share=share
     ),
-    # keeps its own k = 40 / 20 (BROADEN_LSB_K is lsb's 10) until a sweep chooses them
-    "lsb-pool": lambda share=0.5, **kw: BroadenedPoolSampling(share=share),
+    # BROADEN_LSB_K around every labelled task, twice that around each seed
+    "lsb-pool": lambda k=10, share=0.5, **kw: BroadenedPoolSampling(k=2 * k, k_pool=k, share=share),
 }
