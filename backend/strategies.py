@@ -51,6 +51,13 @@ class Pool:
         """The k nearest unlabelled rows of each given row: (similarities, rows), -1 where none."""
         return self._index.search(self.embeddings[rows], k)
 
+    def neighbourhood(self, rows: Rows, k: int) -> Rows:
+        """The unlabelled rows among the k nearest of any given row, sorted, each once."""
+        if len(rows) == 0:
+            return np.zeros(0, np.int64)
+        _, near = self.neighbours(rows, k)
+        return np.unique(near[near >= 0])
+
 
 def uncertainty(pool: Pool, measure: str = "margin") -> Floats:
     """Per task, the most uncertain of its heads, in [0, 1] (1 = no idea)."""
@@ -147,8 +154,7 @@ class KNNPoolSampling(Strategy):
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         score = uncertainty(pool)
-        _, near = pool.neighbours(np.flatnonzero(pool.labelled), self.k)
-        candidates = np.unique(near[near >= 0])
+        candidates = pool.neighbourhood(np.flatnonzero(pool.labelled), self.k)
         rest = np.setdiff1d(pool.unlabelled, candidates)
         return np.concatenate([by_score(candidates, score, rng), by_score(rest, score, rng)])
 
@@ -205,12 +211,8 @@ class BroadenedPoolSampling(Strategy):
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         score = uncertainty(pool)
-        _, near = pool.neighbours(np.flatnonzero(pool.labelled), self.k_pool)
-        seeded = np.zeros(0, np.int64)
-        if len(pool.seeds):
-            _, around = pool.neighbours(pool.seeds, self.k)
-            seeded = np.unique(around[around >= 0])
-        candidates = np.union1d(near[near >= 0], seeded)
+        seeded = pool.neighbourhood(pool.seeds, self.k)
+        candidates = np.union1d(pool.neighbourhood(np.flatnonzero(pool.labelled), self.k_pool), seeded)
         head = interleave(by_score(seeded, score, rng), by_score(candidates, score, rng), self.share)
         rest = by_score(np.setdiff1d(pool.unlabelled, candidates), score, rng)
         return np.concatenate([head, rest]).astype(np.int64)
