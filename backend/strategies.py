@@ -51,12 +51,14 @@ class Pool:
         """The k nearest unlabelled rows of each given row: (similarities, rows), -1 where none."""
         return self._index.search(self.embeddings[rows], k)
 
-    def neighbourhood(self, rows: Rows, k: int) -> Rows:
-        """The unlabelled rows among the k nearest of any given row, sorted, each once."""
+    def neighbourhood(self, rows: Rows, k: int, threshold: float | None = None) -> Rows:
+        """The unlabelled rows among the k nearest of any given row (with a threshold: only those at
+        least that similar), sorted, each once."""
         if len(rows) == 0:
             return np.zeros(0, np.int64)
-        _, near = self.neighbours(rows, k)
-        return np.unique(near[near >= 0])
+        sims, near = self.neighbours(rows, k)
+        keep = near >= 0 if threshold is None else (near >= 0) & (sims >= threshold)
+        return np.unique(near[keep])
 
 
 def uncertainty(pool: Pool, measure: str = "margin") -> Floats:
@@ -200,22 +202,24 @@ class LatentSpaceBroadening(Strategy):
 @dataclass(frozen=True)
 class BroadenedPoolSampling(Strategy):
     """LSB as a broadened candidate pool: the k_pool nearest unlabelled neighbours of every labelled
-    task (as the SEALS-style pool), widened by the k nearest of each seed. `share` of the leading
-    slots go to the seeds' neighbours by uncertainty, the others to the whole pool by uncertainty;
-    then the rest of the project by uncertainty. A candidate for the default (BENCHMARKS.md)."""
+    task (as the SEALS-style pool), widened by the k nearest of each seed (with a threshold: only
+    those at least that similar, as LSB-LT). `share` of the leading slots go to the seeds'
+    neighbours by uncertainty, the others to the whole pool by uncertainty; then the rest of the
+    project by uncertainty; near-duplicates pushed out of the head. The default (BENCHMARKS.md)."""
 
     k: int = 20
     k_pool: int = 10
+    threshold: float | None = None
     share: float = 0.5
     name: str = "lsb-pool"
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         score = uncertainty(pool)
-        seeded = pool.neighbourhood(pool.seeds, self.k)
+        seeded = pool.neighbourhood(pool.seeds, self.k, self.threshold)
         candidates = np.union1d(pool.neighbourhood(np.flatnonzero(pool.labelled), self.k_pool), seeded)
         head = interleave(by_score(seeded, score, rng), by_score(candidates, score, rng), self.share)
         rest = by_score(np.setdiff1d(pool.unlabelled, candidates), score, rng)
-        return np.concatenate([head, rest]).astype(np.int64)
+        return diversify(np.concatenate([head, rest]).astype(np.int64), pool.embeddings)
 
 
 STRATEGIES = {
@@ -231,5 +235,7 @@ STRATEGIES = {
         k=k, threshold=threshold, share=share
     ),
     # BROADEN_LSB_K around every labelled task, twice that around each seed
-    "lsb-pool": lambda k=10, share=0.5, **kw: BroadenedPoolSampling(k=2 * k, k_pool=k, share=share),
+    "lsb-pool": lambda k=10, threshold=None, share=0.5, **kw: BroadenedPoolSampling(
+        k=2 * k, k_pool=k, threshold=threshold, share=share
+    ),
 }

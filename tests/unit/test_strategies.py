@@ -7,7 +7,6 @@ from backend.strategies import (
     KNNPoolSampling,
     LatentSpaceBroadening,
     Pool,
-    UncertaintySampling,
     diversify,
     interleave,
     round_robin,
@@ -83,7 +82,7 @@ def test_seals_candidates_come_from_labelled_neighbourhoods():
 
 def test_broadened_pool_leads_with_seed_neighbours_then_labelled_neighbourhoods():
     rng = np.random.default_rng(6)
-    pool = clustered_pool(rng)  # 8 clusters of 25
+    pool = clustered_pool(rng, spread=0.6)  # 8 clusters of 25, no two members near-duplicates
     pool.labelled[[0, 100]] = True
     pool.seeds = np.array([0])
     order = BroadenedPoolSampling(k=10, k_pool=5, share=0.5).rank(pool, rng)
@@ -91,16 +90,22 @@ def test_broadened_pool_leads_with_seed_neighbours_then_labelled_neighbourhoods(
     assert order[0] < 25
     assert sum(r < 25 for r in head) == 10 and sum(100 <= r < 125 for r in head) == 5
     assert sorted(order.tolist()) == pool.unlabelled.tolist()
+    # A threshold no neighbour reaches leaves only the labelled tasks' own neighbourhoods in the head.
+    order = BroadenedPoolSampling(k=10, k_pool=5, threshold=1.01, share=0.5).rank(pool, rng)
+    assert sum(r < 25 for r in order[:10]) == 5 and sum(100 <= r < 125 for r in order[:10]) == 5
 
 
-def test_top_of_queue_is_not_a_pile_of_near_duplicates():
+@pytest.mark.parametrize("name", ["margin", "entropy", "lsb+uncertainty", "lsb-pool"])
+def test_top_of_queue_is_not_a_pile_of_near_duplicates(name):
     rng = np.random.default_rng(5)
     # 50 copies of one item, all maximally uncertain, and 50 distinct, less uncertain items
     dup = np.tile(rng.normal(size=(1, 16)), (50, 1)) + 1e-4 * rng.normal(size=(50, 16))
     emb = np.concatenate([dup, rng.normal(size=(50, 16))]).astype(np.float32)
     p = np.concatenate([np.full((50, 2), 0.5), np.tile([[0.7, 0.3]], (50, 1))]).astype(np.float32)
     pool = Pool(probs=[p], multiple=[False], embeddings=emb, labelled=np.zeros(100, bool))
-    top = UncertaintySampling().rank(pool, rng)[:20]
+    pool.labelled[[0, 50]] = True
+    pool.seeds = np.array([0])
+    top = STRATEGIES[name]().rank(pool, rng)[:20]
     assert sum(r < 50 for r in top) == 1
 
 
