@@ -1,0 +1,203 @@
+"""Does attention fusion have to cost the visual label anything? Variants of VLMAE's fusion layer,
+each trained on the same random pool subsets of the demo set and scored on its held-out split:
+category macro-F1 (decided by photo and caption), and the policy label (decided by the voice-over).
+
+The variants live here, not in backend/model.py: none of them removed the cost without losing the
+audio label (BENCHMARKS.md, "The category cost of attention fusion").
+
+    ./dev run python benchmarks/fusion_variants.py --manifest demo480/manifest.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from common import code_version, cpu_model, demo_set, ensure_malloc_env, out
+
+from backend import model as model_module
+from backend import training
+from backend.config import Settings
+from backend.encoders import load_encoders
+from backend.labelconfig import parse_label_config
+from backend.model import VLMAE, Batch, _masked_mean, collate
+from backend.predictor import Predictor
+from backend.simulate import load_dataset, macro_f1, recall_at_precision, redis_client
+
+
+@dataclass(frozen=True)
+class Variant:
+    fusion: str = "attention"
+    gate: float = model_module.GATE_INIT
+    heads_read: str = "fused"  # fused | both (the VL-only and the fused embedding, concatenated) | mix
+    feed_forward: bool = True
+    detach_queries: bool = False  # the audio side cannot reshape the VL tokens through the queries
+    attn_dropout: float = 0.0  # dropout on what the VL tokens read from the audio
+    row_audio_dropout: float = 0.0  # share of training rows whose audio is hidden
+
+
+VARIANTS = {
+    "broaden (attention, gate 1)": Variant(),
+    "mean pooling": Variant(fusion="mean"),
+    "per-head gate (heads read VL + a_h x audio part, a_h from 1)": Variant(heads_read="mix"),
+    "heads read VL-only and fused embeddings": Variant(heads_read="both"),
+    "same, no feed-forward": Variant(heads_read="both", feed_forward=False),
+    "no feed-forward": Variant(feed_forward=False),
+    "queries detached": Variant(detach_queries=True),
+    "gate 0.5": Variant(gate=0.5),
+    "gate 0.25": Variant(gate=0.25),
+    "dropout 0.3 on the attention output": Variant(attn_dropout=0.3),
+    "audio hidden for 30% of training rows": Variant(row_audio_dropout=0.3),
+}
+CURRENT: list[Variant] = [Variant()]  # what the next model built by training.train is
+
+
+class VariantVLMAE(VLMAE):
+    def __init__(self, cfg: model_module.FusionConfig) -> None:
+        v = CURRENT[0]
+        saved, model_module.GATE_INIT = model_module.GATE_INIT, v.gate
+        try:
+            super().__init__(cfg)
+        finally:
+            model_module.GATE_INIT = saved
+        self.v = v
+        if self.fuse is not None and v.heads_read == "both":
+            self.heads = nn.ModuleList([nn.Linear(2 * cfg.d_model, n) for _, n, _ in cfg.heads])
+        self.mix = nn.Parameter(torch.ones(len(cfg.heads))) if v.heads_read == "mix" else None
+
+    def _fuse(self, vl: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        f, v = self.fuse, self.v
+        has = mask.any(1)
+        safe = mask.clone()
+        safe[~has, 0] = True
+        kv = f.norm_kv(audio)
+        q = f.norm_q(vl.detach() if v.detach_queries else vl)
+        y, _ = f.attn(q, kv, kv, key_padding_mask=~safe, need_weights=False)
+        if v.attn_dropout:
+            y = F.dropout(y, v.attn_dropout, self.training)
+        y = y * has[:, None, None]
+        vl = vl + torch.tanh(f.gate_attn) * y
+        if v.feed_forward:
+            vl = vl + torch.tanh(f.gate_ff) * f.ff(f.norm_ff(vl)) * has[:, None, None]
+        return vl
+
+    def pooled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(VL-only, fused) pooled embeddings, before the final norm."""
+        b = batch.size
+        parts = [(self.query.expand(b, -1, -1), torch.ones(b, 1, dtype=torch.bool))]
+        parts += [p for k in ("image", "text") if (p := self._tokens(batch, k)) is not None]
+        vl, vl_mask = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        audio = self._audio(batch)
+        if audio is not None and self.training and self.v.row_audio_dropout:
+            keep = torch.rand(b) >= self.v.row_audio_dropout
+            audio = (audio[0], audio[1] & keep[:, None])
+        vl_only = _masked_mean(vl, vl_mask)
+        if audio is None:
+            return vl_only, vl_only
+        if self.fuse is not None:
+            return vl_only, _masked_mean(self._fuse(vl, *audio), vl_mask)
+        return vl_only, self.mean_proj(torch.cat([vl_only, _masked_mean(*audio)], -1))
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        return self.norm(self.pooled(batch)[1])
+
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        vl_only, fused = self.pooled(batch)
+        if self.mix is not None:
+            return [
+                h(self.drop(self.norm(vl_only + a * (fused - vl_only))))
+                for h, a in zip(self.heads, self.mix, strict=True)
+            ]
+        z = self.norm(fused)
+        if self.fuse is not None and self.v.heads_read == "both":
+            z = torch.cat([self.norm(vl_only), z], -1)
+        z = self.drop(z)  # one dropout mask shared by the heads, as in VLMAE.forward
+        return [h(z) for h in self.heads]
+
+
+def predict(model: VariantVLMAE, rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    with torch.inference_mode():
+        logits = model(collate(rows, model.cfg))
+    return [p.numpy() for p in model.probabilities(logits)]
+
+
+def main() -> None:
+    ensure_malloc_env()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
+    p.add_argument("--labels", type=int, default=110)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--json", type=Path, help="also write every (variant, seed) score here")
+    args = p.parse_args()
+    manifest = args.manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
+    started, load = time.time(), os.getloadavg()
+    settings = Settings(media_roots=str(manifest.parent.resolve()))
+    encoders = load_encoders(settings)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
+    with redis_client(settings.redis_url) as r:
+        ds = load_dataset(records, config, Predictor(settings, encoders, r))
+    pool = [i for i, s in enumerate(ds.splits) if s != "test"]
+    test = [i for i, s in enumerate(ds.splits) if s == "test"]
+    names = [c.name for c in config.controls]
+    h = names.index("policy")
+    truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
+    audio = np.array(["audio_sensitive" in ds.tags[i] for i in test])
+    training.VLMAE = VariantVLMAE  # training.train builds the model through this name
+    scores: dict[str, np.ndarray] = {}  # variant -> (seeds, 4)
+    for name, variant in VARIANTS.items():
+        CURRENT[0] = variant
+        rows = []
+        for seed in args.seeds:
+            chosen = np.random.default_rng(seed).choice(pool, size=min(args.labels, len(pool)), replace=False)
+            s = settings.model_copy(update={"seed": seed, "fusion": variant.fusion})
+            trained = training.train(
+                [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen], config, encoders, s
+            )
+            probs = predict(trained.model, [ds.features[i] for i in test])
+            f1 = macro_f1(probs, [ds.labels[i] for i in test], config)
+            v = probs[h][:, 1]
+            rows.append(
+                [
+                    f1["category"],
+                    f1["policy"],
+                    recall_at_precision(v, truth),
+                    recall_at_precision(v[audio], truth[audio]),
+                ]
+            )
+        scores[name] = np.array(rows)
+    report(scores, args, manifest, len(test), truth.sum())
+    if args.json:
+        args.json.write_text(json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1))
+    out()
+    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
+    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
+    out(f"- code: git {code_version()}; seeds {args.seeds}; manifest {manifest}")
+    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+
+
+def report(scores: dict[str, np.ndarray], args: argparse.Namespace, manifest: Path, n_test: int, n_pos: int) -> None:
+    """Each variant's mean, and its difference from broaden's layer paired by seed (same labelled items)."""
+    out(f"{args.labels} random labels per seed; {n_test} test items ({n_pos} violations); {manifest}")
+    out("| variant | category macro-F1 | policy macro-F1 | recall@80%P Violation | same, `audio_sensitive` |")
+    out("|---|---:|---:|---:|---:|")
+    base = scores["broaden (attention, gate 1)"]
+    for name, s in scores.items():
+        cells = [f"{s[:, j].mean():.3f}" for j in range(4)]
+        if s is not base:
+            d = s - base
+            cells = [f"{c} ({d[:, j].mean():+.3f} ± {d[:, j].std():.3f})" for j, c in enumerate(cells)]
+        out(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
