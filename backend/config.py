@@ -63,11 +63,11 @@ class Settings(BaseSettings):
 
     # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.
     strategy: Literal["random", "margin", "entropy", "seals", "lsb", "lsb-lt", "lsb+uncertainty", "lsb-pool"] = (
-        "lsb+uncertainty"
+        "lsb-pool"
     )
-    lsb_k: int = 10
-    lsb_threshold: float | None = None  # LSB-LT: keep only neighbours at least this similar
-    lsb_share: float = 0.5  # share of the leading queue slots given to broadened tasks
+    lsb_k: int = 10  # lsb-pool: neighbours of every labelled task; twice that around each seed
+    lsb_threshold: float | None = None  # LSB-LT: keep only seed neighbours at least this similar
+    lsb_share: float = 0.5  # share of the leading queue slots given to seed neighbours
     # Labels to hunt, "control:Label,...". Empty: every label rarer than half a uniform share.
     targets: str = ""
     # A labelled task whose earlier prediction was this confident and wrong becomes a seed.

@@ -4,7 +4,7 @@ the project's mirror in Redis and is safe to repeat; `workers.jobs` strings them
     refresh  re-read hinted (or all) tasks from Label Studio -> mirror: data, labels, seeds
     train    retrain fusion + heads when the labels changed
     rescore  probabilities and embeddings of every task (cached encoder features)
-    rank     seeds + strategy (LSB + uncertainty by default) -> priorities
+    rank     seeds + strategy (lsb-pool by default) -> priorities
     write    changed priorities and stale predictions back to Label Studio, the ranked tab
 """
 
