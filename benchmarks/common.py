@@ -3,6 +3,7 @@ the malloc settings. Scripts run as `python benchmarks/<name>.py`, so this impor
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -92,3 +94,24 @@ def demo_set(demo_dir: Path, n_items: int) -> Path:
     out(f"building a demo set of {n_items} items in {demo_dir} ...")
     build_demo(demo_dir, n_items=n_items, seed=0)
     return demo_dir
+
+
+def encoded_demo(manifest: Path | None) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
+    """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
+    through the backend's cache; by default a 480-item demo set under /tmp."""
+    from backend.config import Settings
+    from backend.encoders import load_encoders
+    from backend.labelconfig import parse_label_config
+    from backend.predictor import Predictor
+    from backend.simulate import load_dataset, redis_client
+
+    manifest = manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
+    settings = Settings(media_roots=str(manifest.parent.resolve()))
+    encoders = load_encoders(settings)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
+    with redis_client(settings.redis_url) as r:
+        ds = load_dataset(records, config, Predictor(settings, encoders, r))
+    pool = [i for i, s in enumerate(ds.splits) if s != "test"]
+    test = [i for i, s in enumerate(ds.splits) if s == "test"]
+    return manifest, settings, encoders, ds, pool, test

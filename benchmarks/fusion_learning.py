@@ -15,7 +15,6 @@ uses. Variants switch off, one at a time, what broaden does by default:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,16 +24,13 @@ from unittest import mock
 
 import numpy as np
 import torch
-from common import code_version, cpu_model, demo_set, ensure_malloc_env, out
+from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
 
 from backend import model as model_module
 from backend import training
-from backend.config import Settings
-from backend.encoders import load_encoders
 from backend.features import SPEECH_SUFFIX
-from backend.labelconfig import parse_label_config
-from backend.predictor import Predictor, forward
-from backend.simulate import load_dataset, macro_f1, recall_at_precision, redis_client
+from backend.predictor import forward
+from backend.simulate import macro_f1, recall_at_precision
 
 SQRT_WEIGHTS = training.class_weights  # broaden's: inverse square root of label frequency
 
@@ -71,16 +67,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--fusions", nargs="+", default=["attention", "mean"])
     args = p.parse_args()
-    manifest = args.manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
     started, load = time.time(), os.getloadavg()
-    settings = Settings(media_roots=str(manifest.parent.resolve()))
-    encoders = load_encoders(settings)
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
-    with redis_client(settings.redis_url) as r:
-        ds = load_dataset(records, config, Predictor(settings, encoders, r))
-    pool = [i for i, s in enumerate(ds.splits) if s != "test"]
-    test = [i for i, s in enumerate(ds.splits) if s == "test"]
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    config = ds.config
     h = [c.name for c in config.controls].index("policy")
     truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
     out(f"{len(pool)} pool / {len(test)} test items ({truth.sum()} test violations); target policy:Violation")

@@ -22,16 +22,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import code_version, cpu_model, demo_set, ensure_malloc_env, out
+from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
 
 from backend import model as model_module
 from backend import training
-from backend.config import Settings
-from backend.encoders import load_encoders
-from backend.labelconfig import parse_label_config
 from backend.model import VLMAE, Batch, _masked_mean, collate
-from backend.predictor import Predictor
-from backend.simulate import load_dataset, macro_f1, recall_at_precision, redis_client
+from backend.simulate import macro_f1, recall_at_precision
 
 
 @dataclass(frozen=True)
@@ -138,16 +134,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     p.add_argument("--json", type=Path, help="also write every (variant, seed) score here")
     args = p.parse_args()
-    manifest = args.manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
     started, load = time.time(), os.getloadavg()
-    settings = Settings(media_roots=str(manifest.parent.resolve()))
-    encoders = load_encoders(settings)
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
-    with redis_client(settings.redis_url) as r:
-        ds = load_dataset(records, config, Predictor(settings, encoders, r))
-    pool = [i for i, s in enumerate(ds.splits) if s != "test"]
-    test = [i for i, s in enumerate(ds.splits) if s == "test"]
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    config = ds.config
     names = [c.name for c in config.controls]
     h = names.index("policy")
     truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
