@@ -47,18 +47,20 @@ class Pool:
         rows = self.unlabelled
         return VectorIndex(self.embeddings.shape[1]).build(self.embeddings[rows], rows)
 
-    def neighbours(self, rows: Rows, k: int) -> tuple[npt.NDArray[np.float32], Rows]:
-        """The k nearest unlabelled rows of each given row: (similarities, rows), -1 where none."""
-        return self._index.search(self.embeddings[rows], k)
+    def neighbours(self, rows: Rows, k: int, threshold: float | None = None) -> tuple[npt.NDArray[np.float32], Rows]:
+        """The k nearest unlabelled rows of each given row: (similarities, rows), -1 where none
+        (with a threshold, also where less similar than that: LSB-LT)."""
+        sims, near = self._index.search(self.embeddings[rows], k)
+        if threshold is not None:
+            near = np.where(sims >= threshold, near, -1)
+        return sims, near
 
     def neighbourhood(self, rows: Rows, k: int, threshold: float | None = None) -> Rows:
-        """The unlabelled rows among the k nearest of any given row (with a threshold: only those at
-        least that similar), sorted, each once."""
+        """The unlabelled rows among the (threshold-passing) k nearest of any given row, sorted, once."""
         if len(rows) == 0:
             return np.zeros(0, np.int64)
-        sims, near = self.neighbours(rows, k)
-        keep = near >= 0 if threshold is None else (near >= 0) & (sims >= threshold)
-        return np.unique(near[keep])
+        _, near = self.neighbours(rows, k, threshold)
+        return np.unique(near[near >= 0])
 
 
 def uncertainty(pool: Pool, measure: str = "margin") -> Floats:
@@ -168,7 +170,7 @@ class LatentSpaceBroadening(Strategy):
 
     with_uncertainty=False: broadened tasks by similarity, then the rest at random (LSB alone).
     with_uncertainty=True: broadened tasks by uncertainty, interleaved with uncertainty over the
-    rest so that `share` of the leading slots are broadened ones (the default strategy).
+    rest so that `share` of the leading slots are broadened ones (LSB + uncertainty).
     """
 
     k: int = 10
@@ -181,11 +183,8 @@ class LatentSpaceBroadening(Strategy):
         """Per seed, its neighbours (nearest first, or by uncertainty later); -1 and repeats removed."""
         if len(pool.seeds) == 0:
             return []
-        sims, near = pool.neighbours(pool.seeds, self.k)
-        keep = near >= 0
-        if self.threshold is not None:
-            keep &= sims >= self.threshold
-        return [row[mask] for row, mask in zip(near, keep, strict=True)]
+        _, near = pool.neighbours(pool.seeds, self.k, self.threshold)
+        return [row[row >= 0] for row in near]
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         groups = self.broadened(pool)

@@ -35,7 +35,7 @@ def project(n: int, rng: np.random.Generator) -> dict:
 
 def timed(name: str, data: dict, rng: np.random.Generator) -> float:
     started = time.perf_counter()
-    pool = Pool(probs=data["probs"], multiple=[False, False], embeddings=data["embeddings"].copy(),
+    pool = Pool(probs=data["probs"], multiple=[False, False], embeddings=data["embeddings"],
                 labelled=data["labelled"], seeds=data["seeds"])  # fmt: skip
     STRATEGIES[name]().rank(pool, rng)
     return time.perf_counter() - started
