@@ -387,7 +387,9 @@ def _output_dim(config: Any, joint: bool, sub: str) -> int:
 def _config_digest(config: Any, files: bool = True) -> str:
     """The config, plus for a local directory its files' names, sizes and mtimes: re-saving new
     weights (a fine-tune) under the same path and config must still change the encoder's id."""
-    parts: list[Any] = [config.to_dict()]
+    # The config's own record of where it was loaded from is left out: the same files assembled under
+    # another cache directory (another machine) are the same encoder.
+    parts: list[Any] = [{k: v for k, v in config.to_dict().items() if k != "_name_or_path"}]
     source = Path(str(getattr(config, "_name_or_path", "") or ""))
     if files and source.is_dir():  # (Hub names and the packaged model keep their config-only id)
         stats = ((p.name, p.stat()) for p in source.iterdir() if p.is_file())

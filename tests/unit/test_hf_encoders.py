@@ -372,6 +372,13 @@ def test_ids_stable_per_directory_and_distinct_between_checkpoints(ckpt: dict[st
     assert len(ids) == 4
 
 
+def test_a_labelled_directory_has_the_same_id_wherever_it_lives(ckpt: dict[str, Path], tmp_path: Path) -> None:
+    # The packaged text encoder is assembled under each machine's cache directory.
+    here = shutil.copytree(ckpt["bert"], tmp_path / "a" / "bert")
+    there = shutil.copytree(ckpt["bert"], tmp_path / "b" / "bert")
+    assert HFTextEncoder(here, label="packaged").id == HFTextEncoder(there, label="packaged").id
+
+
 def test_id_changes_when_a_directory_gets_new_weights(tmp_path: Path) -> None:
     # Same path, same config, different weights (a re-saved fine-tune): cached features must not be reused.
     directory = build_clip(tmp_path / "clip", seed=0)
