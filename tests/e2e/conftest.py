@@ -68,10 +68,11 @@ class Backend:
             time.sleep(0.3)
         raise RuntimeError("backend did not answer /health in 120 s")
 
-    def run_worker(self, timeout: float = 300) -> str:
-        """One `broaden worker --burst`: runs what is queued, then exits. Returns its log."""
+    def run_worker(self, timeout: float = 300, **env: str) -> str:
+        """One `broaden worker --burst` (with these settings changed): runs what is queued, then
+        exits. Returns its log."""
         cmd = [sys.executable, "-m", "backend.cli", "worker", "--burst"]
-        done = subprocess.run(cmd, env=self.env, capture_output=True, timeout=timeout, cwd=ROOT)
+        done = subprocess.run(cmd, env={**self.env, **env}, capture_output=True, timeout=timeout, cwd=ROOT)
         out = done.stdout.decode() + done.stderr.decode()
         if done.returncode != 0:
             raise RuntimeError(f"worker failed: {out[-3000:]}")

@@ -12,6 +12,7 @@ from test_predictions import CONFIG, LABELS, TARGETS, import_demo
 
 from backend.config import Settings
 from backend.labelconfig import parse_label_config
+from backend.ranking import is_target_positive, target_labels
 from backend.state import ProjectMirror
 
 TAB = "broaden: most valuable first"
@@ -76,7 +77,10 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     by_id = dict(zip(task_ids, manifest, strict=True))
     pool = [t for t in task_ids if by_id[t]["split"] == "pool"]
     annotations = {t: label(api, t, by_id[t]) for t in pool[:8]}
-    report = total(backend.run_worker())
+    # Before any training a two-label head is always >= 50% sure: no misprediction seeds from these
+    # labels, so that the seeds' neighbourhoods below leave part of the queue out.
+    no_seeds = {"BROADEN_MISPREDICTION_CONFIDENCE": "0.999"}
+    report = total(backend.run_worker(**no_seeds))
     assert report["trained"].startswith("vlmae-attention-")
     after = priorities(api, project)
     assert after != before
@@ -94,7 +98,7 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     }
     for _ in range(2):
         assert httpx.post(backend.url + "/webhook", json=payload).status_code == 200
-    report = total(backend.run_worker())
+    report = total(backend.run_worker(**no_seeds))
     assert report["trained"] is None and report["priorities_written"] == 0 and report["predictions_written"] == 0
     assert priorities(api, project) == after
 
@@ -112,12 +116,28 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     predicted = shown[target]["category"]["value"]["choices"][0]
     wrong = next(lab for lab in config.controls[0].labels if lab != predicted)
     annotations[target] = label(api, target, by_id[target], category=wrong)
-    backend.run_worker()
+    # The same sync twice, k = 1 (a seed's neighbourhood, its 2 nearest, is smaller than the queue):
+    # first with a similarity floor no neighbour passes (no broadening), then as configured.
+    backend.run_worker(BROADEN_LSB_K="1", BROADEN_LSB_THRESHOLD="1.01")
+    plain = priorities(api, project)
     assert mirror.load("seeds").get(target) == "misprediction"
-    neighbours = nearest_unlabelled(backend, project, target, set(annotations), k=3)
-    now = priorities(api, project)
-    top = sorted((t for t in now if t not in annotations), key=lambda t: -now[t])[:6]
-    assert set(neighbours) & set(top)
+    again = {**payload, "annotation": {"id": annotations[target], "task": target}, "task": {"id": target}}
+    assert httpx.post(backend.url + "/webhook", json=again).status_code == 200
+    backend.run_worker(BROADEN_LSB_K="1")
+    broadened = priorities(api, project)
+    labels = mirror.load("labels")
+    hunted = target_labels(config, labels, "")  # none configured: the rare labels so far
+    seeds = set(mirror.load("seeds")) | {t for t, lab in labels.items() if is_target_positive(config, lab, hunted)}
+    nearest = nearest_unlabelled(backend, project, set(annotations), k=2)
+    seeded = {n for s in seeds for n in nearest[s]}
+    unlabelled = [t for t in task_ids if t not in annotations]
+    assert 0 < len(seeded) < len(unlabelled), "the check needs a neighbourhood smaller than the queue"
+
+    def places(prio: dict[int, float]) -> int:
+        order = sorted(unlabelled, key=lambda t: -prio[t])
+        return sum(order.index(t) for t in seeded)
+
+    assert places(broadened) < places(plain)  # the seeds' neighbours moved up
 
     # Deleting an annotation returns its task to the queue; deleting a task removes it.
     api.http.delete(f"/api/annotations/{annotations.pop(pool[0])}").raise_for_status()
@@ -130,9 +150,9 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     assert pool[0] in [t["id"] for t in ordered] and doomed not in [t["id"] for t in ordered]
 
 
-def nearest_unlabelled(backend, project: int, task: int, labelled: set[int], k: int) -> list[int]:
-    """The task's nearest unlabelled neighbours in the trained model's fused space, computed here
-    with the same code and the same Redis state as the workers."""
+def nearest_unlabelled(backend, project: int, labelled: set[int], k: int) -> dict[int, list[int]]:
+    """Each task's k nearest unlabelled neighbours in the trained model's fused space, computed
+    here with the same encoders, model and Redis state as the workers."""
     from backend.encoders import load_encoders
     from backend.predictor import Predictor
 
@@ -148,10 +168,13 @@ def nearest_unlabelled(backend, project: int, task: int, labelled: set[int], k: 
     p = Predictor(settings, load_encoders(settings), r)
     scored = p.score([{"id": t, "data": data[t]} for t in ids], parse_label_config(CONFIG), project)
     emb = scored.embeddings / np.linalg.norm(scored.embeddings, axis=1, keepdims=True)
-    rows = [ids[i] for i in scored.rows]
-    sims = emb @ emb[rows.index(task)]
-    ranked = [rows[i] for i in np.argsort(-sims) if rows[i] not in labelled and rows[i] != task]
-    return ranked[:k]
+    rows = np.array([ids[i] for i in scored.rows])
+    free = np.array([t not in labelled for t in rows])
+    out = {}
+    for i, task in enumerate(rows):
+        order = np.argsort(-(emb @ emb[i]))
+        out[int(task)] = [int(rows[j]) for j in order if free[j] and j != i][:k]
+    return out
 
 
 def test_payload_json_is_not_trusted(backend):
