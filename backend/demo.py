@@ -32,6 +32,7 @@ MAX_CLIP_S = 6.0
 IMAGE_SIZE = 112
 TEST_FRACTION = 0.25
 VIOLATION_RATE = 0.17
+PHRASINGS = ("fixed", "composed")
 HARD_NEGATIVE_RATE = 0.25  # OK voice-overs that mention payment innocently
 VAGUE_CAPTION_RATE = 0.25  # captions that say nothing about the category
 
@@ -77,6 +78,7 @@ CONDITIONS = ["barely worn", "worn a few times", "in great condition", "new with
 VIOLATION_TERMS = [
     "wire", "transfer", "gift card", "crypto", "bitcoin", "whatsapp", "telegram", "cash",
     "replica", "fake", "counterfeit", "copy", "bank", "outside", "pay", "payment",
+    "signal", "western union", "money",
 ]
 
 # Per split: caption templates, vague captions, OK / look-alike OK / violation voice-overs.
@@ -121,6 +123,88 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
 }
 
 # fmt: on
+
+# --phrasings composed: voice-overs built from parts, hundreds of wordings per split instead of
+# 6-9, so that positives are not re-recordings of a few sentences. No sentence is in both splits,
+# and the test split has phrases, and some payment means and apps, of its own.
+PARTS: dict[str, dict[str, list[str]]] = {
+    "pool": {
+        "opener": ["", "Just so you know, ", "Quick note, ", "Before you buy, "],
+        "closer": [".", ", thanks.", ", no exceptions.", " if you want it."],
+        "means": ["wire transfer", "gift cards", "bitcoin", "a bank transfer", "crypto"],
+        "app": ["WhatsApp", "Telegram"],
+        "violation": [
+            "pay me by {means}",
+            "I only take {means}",
+            "send the money by {means} first",
+            "message me on {app} and pay there",
+            "add me on {app} to skip the fees",
+            "it is a replica of a designer brand",
+            "this one is a copy of a famous label",
+            "we meet outside the app and you pay cash",
+        ],
+        "lookalike": [
+            "payment goes through the app only",
+            "please use the checkout button",
+            "buyer protection applies when you pay in the app",
+            "I only accept the platform payment",
+        ],
+        "ok": [
+            "it ships within two days",
+            "it comes from a smoke-free home",
+            "the measurements are in the description",
+            "I am happy to answer questions",
+            "there is a bundle discount on two items",
+            "it is posted with tracking",
+        ],
+    },
+    "test": {
+        "opener": ["", "Heads up, ", "To be clear, "],
+        "closer": [".", ", cheers.", ", that is the deal."],
+        "means": ["bank transfer", "cryptocurrency", "a gift card", "Western Union"],
+        "app": ["WhatsApp", "Signal"],
+        "violation": [
+            "the price is lower if you use {means}",
+            "{means} is the only way I sell",
+            "reach me on {app} and we sort the money there",
+            "contact me on {app}, not here",
+            "it is a high quality fake of a luxury label",
+            "cancel the order here and bring cash when we meet",
+        ],
+        "lookalike": [
+            "for your safety I only accept payment in the app",
+            "secure checkout only",
+            "pay with the in-app checkout and you are covered",
+        ],
+        "ok": [
+            "it is dispatched the next working day",
+            "no pets and no smoking in our house",
+            "check the photos for the exact colour",
+            "I wore it twice",
+        ],
+    },
+}
+
+
+def composed(split: str) -> dict[str, list[str]]:
+    """Every voice-over the parts of a split make: opener + filled phrase + closer, per kind."""
+    parts = PARTS[split]
+    out = {}
+    for kind in ("violation", "lookalike", "ok"):
+        phrases = [
+            phrase.format(means=m, app=a)
+            for phrase in parts[kind]
+            for m in (parts["means"] if "{means}" in phrase else [""])
+            for a in (parts["app"] if "{app}" in phrase else [""])
+        ]
+        out[kind] = [_sentence(o, p, c) for o in parts["opener"] for p in phrases for c in parts["closer"]]
+    return out
+
+
+def _sentence(opener: str, phrase: str, closer: str) -> str:
+    text = opener + phrase + closer
+    return text[0].upper() + text[1:]
+
 
 # Built-in espeak-ng voices and variants (mbrola voices need extra packages, so none here).
 VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbcwmd"]
@@ -254,12 +338,16 @@ def build_demo(
     seed: int = 0,
     data_dir: Path = FASHION_MNIST_DIR,
     violation_rate: float = VIOLATION_RATE,
+    phrasings: str = "fixed",
 ) -> Path:
     """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path."""
     if n_items < 4:
         raise ValueError("n_items must be at least 4 (both splits need a violation and an OK item)")
     if not 0 < violation_rate < 1:
         raise ValueError("violation_rate must be between 0 and 1")
+    if phrasings not in PHRASINGS:
+        raise ValueError(f"phrasings must be one of {', '.join(PHRASINGS)}")
+    voice_overs = {split: composed(split) if phrasings == "composed" else {} for split in TEMPLATES}
     voices = available_voices()
     data = {"pool": load_fashion_mnist(data_dir, "train"), "test": load_fashion_mnist(data_dir, "t10k")}
     out_dir = Path(out_dir)
@@ -272,7 +360,8 @@ def build_demo(
     used: set[tuple[str, int]] = set()
     records, tasks = [], []
     for i, plan in enumerate(tqdm(_plan(rng, n_items, violation_rate), desc="demo items", disable=n_items < 24)):
-        split, pools = plan["split"], TEMPLATES[plan["split"]]
+        split = plan["split"]
+        pools = {**TEMPLATES[split], **voice_overs[split]}
         fm_class = int(rng.choice([k for k, (cat, _) in CLASSES.items() if cat == plan["category"]]))
         pixels = _pick_image(rng, data[split], fm_class, split, used)
         speech, policy, tags = _speech(rng, pools, plan["violation"])
@@ -288,7 +377,7 @@ def build_demo(
 
         label = {"category": plan["category"], "policy": policy}
         media = {"image": image_rel, "text": caption, "audio": audio_rel}
-        records.append({"id": item_id, **media, "label": label, "tags": tags, "split": split})
+        records.append({"id": item_id, **media, "speech": speech, "label": label, "tags": tags, "split": split})
         tasks.append({"data": {"image": image_rel, "caption": caption, "audio": audio_rel}})
 
     manifest = out_dir / "manifest.jsonl"
@@ -309,6 +398,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"share of policy violations in each split (default {VIOLATION_RATE})",
     )
     parser.add_argument(
+        "--phrasings",
+        choices=PHRASINGS,
+        default="fixed",
+        help="voice-over sentences: a few fixed ones per label (default), or hundreds composed from parts",
+    )
+    parser.add_argument(
         "--fashion-mnist",
         type=Path,
         default=FASHION_MNIST_DIR,
@@ -317,7 +412,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_demo(args.out, args.items, args.seed, args.fashion_mnist, args.violation_rate)
+    manifest = build_demo(args.out, args.items, args.seed, args.fashion_mnist, args.violation_rate, args.phrasings)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     violations = sum(r["label"]["policy"] == "Violation" for r in records)
     n_test = sum(r["split"] == "test" for r in records)

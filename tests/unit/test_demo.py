@@ -56,7 +56,7 @@ def test_files_exist_and_decode(built: Path) -> None:
 def test_manifest_fields_and_tasks(built: Path) -> None:
     records = _manifest(built)
     for r in records:
-        assert set(r) == {"id", "image", "text", "audio", "label", "tags", "split"}
+        assert set(r) == {"id", "image", "text", "audio", "speech", "label", "tags", "split"}
         assert not Path(r["image"]).is_absolute() and not Path(r["audio"]).is_absolute()
         assert r["split"] in {"pool", "test"} and r["text"].strip()
     assert len({r["id"] for r in records}) == N_ITEMS
@@ -96,8 +96,8 @@ def test_captions_of_audio_sensitive_items_look_innocent(built: Path) -> None:
     for r in sensitive:
         assert not pattern.search(r["text"]), r["text"]
     # The term list must actually catch what the voice-overs say, or the check above is empty.
-    for pools in demo.TEMPLATES.values():
-        assert all(pattern.search(s) for s in pools["violation"])
+    for split, pools in demo.TEMPLATES.items():
+        assert all(pattern.search(s) for s in pools["violation"] + demo.composed(split)["violation"])
         assert not any(pattern.search(s) for s in pools["caption"] + pools["vague"])
 
 
@@ -105,6 +105,29 @@ def test_template_pools_do_not_overlap() -> None:
     pool, test = demo.TEMPLATES["pool"], demo.TEMPLATES["test"]
     for key in pool:
         assert not set(pool[key]) & set(test[key]), key
+    pool, test = demo.composed("pool"), demo.composed("test")
+    for key in pool:
+        assert not set(pool[key]) & set(test[key]), key
+    every = [s for split in ("pool", "test") for kind in demo.composed(split).values() for s in kind]
+    assert len(every) == len(set(every))  # a sentence has one label
+
+
+def test_composed_phrasings_vary_the_voice_overs(tmp_path: Path) -> None:
+    manifest = demo.build_demo(tmp_path, n_items=N_ITEMS, seed=3, violation_rate=0.5, phrasings="composed")
+    records = _manifest(manifest)
+    said = {r["id"]: r["speech"] for r in records}
+    violations = [r for r in records if r["label"]["policy"] == "Violation"]
+    assert len(violations) == N_ITEMS // 2
+    assert len({said[r["id"]] for r in violations}) >= len(violations) - 1  # almost all different
+    for r in records:
+        kinds = demo.composed(r["split"])
+        if r["label"]["policy"] == "Violation":
+            expected = "violation"
+        else:
+            expected = "lookalike" if "payment_lookalike" in r["tags"] else "ok"
+        assert [k for k, sentences in kinds.items() if said[r["id"]] in sentences] == [expected], said[r["id"]]
+    with pytest.raises(ValueError, match="phrasings"):
+        demo.build_demo(tmp_path, n_items=N_ITEMS, phrasings="poetic")
 
 
 def test_same_seed_same_set(built: Path, tmp_path: Path) -> None:
