@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 AUDIO_SIDE = ("audio", "speech")  # what the VL tokens attend to
+LABEL_SMOOTHING = 0.05  # single-choice heads
 GATE_INIT = 1.0  # tanh(1) = 0.76: audio is let in from the first step (see the module docstring)
 
 
@@ -154,7 +155,7 @@ class VLMAE(nn.Module):
             if multiple:
                 total = total + F.binary_cross_entropy_with_logits(lg, y, pos_weight=w)
             else:
-                total = total + F.cross_entropy(lg, y.argmax(-1), weight=w, label_smoothing=0.05)
+                total = total + F.cross_entropy(lg, y.argmax(-1), weight=w, label_smoothing=LABEL_SMOOTHING)
             count += 1
         return total / max(count, 1)
 

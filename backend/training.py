@@ -25,6 +25,8 @@ from backend.model import VLMAE, FusionConfig, collate
 
 log = logging.getLogger(__name__)
 
+WEIGHT_DECAY = 0.05  # AdamW's; 0.5 measured no better (BENCHMARKS.md, "The category cost")
+
 Labels = list[list[str] | None]  # per head: the task's chosen labels, or None if unlabelled
 
 
@@ -121,7 +123,7 @@ def train(
     ys, has = _targets(labels, cfg, config)
     weights = class_weights(ys, has, [multi for _, _, multi in cfg.heads])
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=settings.train_lr, weight_decay=0.05)
+    opt = torch.optim.AdamW(params, lr=settings.train_lr, weight_decay=WEIGHT_DECAY)
     n, bs = len(features), settings.train_batch_size
     gen = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()

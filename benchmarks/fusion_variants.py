@@ -120,10 +120,26 @@ class VariantVLMAE(VLMAE):
         return [h(z) for h in self.heads]
 
 
-def predict(model: VariantVLMAE, rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+def predict(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     with torch.inference_mode():
         logits = model(collate(rows, model.cfg))
     return [p.numpy() for p in model.probabilities(logits)]
+
+
+def train_and_score(ds, pool: list[int], test: list[int], labels: int, seed: int, encoders, settings) -> list[float]:
+    """Train on `labels` random pool items (drawn by `seed`), score the test split: category and
+    policy macro-F1, recall@80%P of Violation over all test items and over `audio_sensitive` ones."""
+    config = ds.config
+    chosen = np.random.default_rng(seed).choice(pool, size=min(labels, len(pool)), replace=False)
+    s = settings.model_copy(update={"seed": seed})
+    trained = training.train([ds.features[i] for i in chosen], [ds.labels[i] for i in chosen], config, encoders, s)
+    probs = predict(trained.model, [ds.features[i] for i in test])
+    f1 = macro_f1(probs, [ds.labels[i] for i in test], config)
+    h = [c.name for c in config.controls].index("policy")
+    truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
+    audio = np.array(["audio_sensitive" in ds.tags[i] for i in test])
+    v = probs[h][:, 1]
+    return [f1["category"], f1["policy"], recall_at_precision(v, truth), recall_at_precision(v[audio], truth[audio])]
 
 
 def main() -> None:
@@ -137,34 +153,15 @@ def main() -> None:
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
     config = ds.config
-    names = [c.name for c in config.controls]
-    h = names.index("policy")
-    truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
-    audio = np.array(["audio_sensitive" in ds.tags[i] for i in test])
     training.VLMAE = VariantVLMAE  # training.train builds the model through this name
     scores: dict[str, np.ndarray] = {}  # variant -> (seeds, 4)
     for name, variant in VARIANTS.items():
         CURRENT[0] = variant
-        rows = []
-        for seed in args.seeds:
-            chosen = np.random.default_rng(seed).choice(pool, size=min(args.labels, len(pool)), replace=False)
-            s = settings.model_copy(update={"seed": seed, "fusion": variant.fusion})
-            trained = training.train(
-                [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen], config, encoders, s
-            )
-            probs = predict(trained.model, [ds.features[i] for i in test])
-            f1 = macro_f1(probs, [ds.labels[i] for i in test], config)
-            v = probs[h][:, 1]
-            rows.append(
-                [
-                    f1["category"],
-                    f1["policy"],
-                    recall_at_precision(v, truth),
-                    recall_at_precision(v[audio], truth[audio]),
-                ]
-            )
-        scores[name] = np.array(rows)
-    report(scores, args, manifest, len(test), truth.sum())
+        s = settings.model_copy(update={"fusion": variant.fusion})
+        runs = [train_and_score(ds, pool, test, args.labels, seed, encoders, s) for seed in args.seeds]
+        scores[name] = np.array(runs)
+    n_pos = sum(ds.labels[i][[c.name for c in config.controls].index("policy")] == ["Violation"] for i in test)
+    report(scores, args, manifest, len(test), n_pos)
     if args.json:
         args.json.write_text(json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1))
     out()
