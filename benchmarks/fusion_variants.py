@@ -160,7 +160,8 @@ def main() -> None:
         s = settings.model_copy(update={"fusion": variant.fusion})
         runs = [train_and_score(ds, pool, test, args.labels, seed, encoders, s) for seed in args.seeds]
         scores[name] = np.array(runs)
-    n_pos = sum(ds.labels[i][[c.name for c in config.controls].index("policy")] == ["Violation"] for i in test)
+    policy = [c.name for c in config.controls].index("policy")
+    n_pos = sum(ds.labels[i][policy] == ["Violation"] for i in test)
     report(scores, args, manifest, len(test), n_pos)
     if args.json:
         args.json.write_text(json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1))
