@@ -3,6 +3,7 @@ the malloc settings. Scripts run as `python benchmarks/<name>.py`, so this impor
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -33,6 +34,27 @@ def ensure_malloc_env() -> None:
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
         return
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+
+
+def subset_args(doc: str, json_help: str) -> argparse.Namespace:
+    """Options of the benchmarks that train on random pool subsets of a labelled manifest."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
+    p.add_argument("--labels", type=int, default=110)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--json", type=Path, help=json_help)
+    return p.parse_args()
+
+
+def training_footer(seeds: list[int], manifest: Path, started: float, load: tuple[float, ...]) -> None:
+    """The closing lines of a training benchmark: machine, torch, code, seeds, load and duration."""
+    import torch
+
+    out()
+    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
+    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
+    out(f"- code: git {code_version()}; seeds {seeds}; manifest {manifest}")
+    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
 
 
 def cpu_model() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,7 +23,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
+from common import encoded_demo, ensure_malloc_env, out, training_footer
 
 from backend import model as model_module
 from backend import training
@@ -99,11 +98,7 @@ def main() -> None:
                         f1[a, b] = macro_f1(probs, [ds.labels[i] for i in test], config)["policy"]
             cells = [f"{m.mean():.2f} ± {m.std():.2f}" for m in (*recall, *f1)]
             out(f"| {fusion} | {name} | " + " | ".join(cells) + " |")
-    out()
-    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
-    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
-    out(f"- code: git {code_version()}; seeds {args.seeds}; manifest {manifest}")
-    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+    training_footer(args.seeds, manifest, started, load)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,15 @@ None of them closed the gap (BENCHMARKS.md, "The category cost of attention fusi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-import torch
-from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
+from common import encoded_demo, ensure_malloc_env, out, subset_args, training_footer
 from fusion_variants import train_and_score
 
 from backend import model as model_module
@@ -58,12 +54,7 @@ def knob(cfg_fields: dict, constants: dict) -> Iterator[None]:
 
 def main() -> None:
     ensure_malloc_env()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--labels", type=int, default=110)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
-    p.add_argument("--json", type=Path, help="also write every (setting, fusion, seed) score here")
-    args = p.parse_args()
+    args = subset_args(__doc__, "also write every (setting, fusion, seed) score here")
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
     scores: dict[str, dict[str, np.ndarray]] = {}  # setting -> fusion -> (seeds, 4)
@@ -90,11 +81,7 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps({k: {f: v.tolist() for f, v in by.items()} for k, by in scores.items()}))
-    out()
-    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
-    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
-    out(f"- code: git {code_version()}; seeds {args.seeds}; manifest {manifest}")
-    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+    training_footer(args.seeds, manifest, started, load)
 
 
 if __name__ == "__main__":

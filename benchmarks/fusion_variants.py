@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
+from common import encoded_demo, ensure_malloc_env, out, subset_args, training_footer
 
 from backend import model as model_module
 from backend import training
@@ -144,12 +143,7 @@ def train_and_score(ds, pool: list[int], test: list[int], labels: int, seed: int
 
 def main() -> None:
     ensure_malloc_env()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--labels", type=int, default=110)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
-    p.add_argument("--json", type=Path, help="also write every (variant, seed) score here")
-    args = p.parse_args()
+    args = subset_args(__doc__, "also write every (variant, seed) score here")
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
     config = ds.config
@@ -165,11 +159,7 @@ def main() -> None:
     report(scores, args, manifest, len(test), n_pos)
     if args.json:
         args.json.write_text(json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1))
-    out()
-    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
-    out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
-    out(f"- code: git {code_version()}; seeds {args.seeds}; manifest {manifest}")
-    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+    training_footer(args.seeds, manifest, started, load)
 
 
 def report(scores: dict[str, np.ndarray], args: argparse.Namespace, manifest: Path, n_test: int, n_pos: int) -> None:
