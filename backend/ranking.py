@@ -105,3 +105,9 @@ def is_misprediction(task: dict[str, Any], config: LabelConfig, labels: Labels, 
         if truth and said and said != truth and float(region.get("score") or 0) >= confidence:
             return True
     return False
+
+
+def seed_tasks(config: LabelConfig, labels: dict[int, Labels], mispredicted: set[int], explicit: str) -> set[int]:
+    """The labelled tasks to broaden from: positives of the hunted labels and confident mispredictions."""
+    targets = target_labels(config, labels, explicit)
+    return {t for t, lab in labels.items() if is_target_positive(config, lab, targets)} | mispredicted

@@ -22,13 +22,7 @@ import numpy as np
 from backend import labelstudio as ls
 from backend.labelconfig import LabelConfig, parse_label_config
 from backend.predictor import Predictor, Scored
-from backend.ranking import (
-    changed_groups,
-    is_misprediction,
-    is_target_positive,
-    priorities,
-    target_labels,
-)
+from backend.ranking import changed_groups, is_misprediction, priorities, seed_tasks
 from backend.state import ProjectMirror, ProjectState
 from backend.strategies import STRATEGIES, Pool
 from backend.training import labels_from_annotations
@@ -116,8 +110,7 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
     s = p.settings
     rows = [ids[i] for i in scored.rows]
     labels, stored_seeds = mirror.load("labels"), mirror.load("seeds")
-    targets = target_labels(config, labels, s.targets)
-    seeds = {t for t, lab in labels.items() if is_target_positive(config, lab, targets)} | set(stored_seeds)
+    seeds = seed_tasks(config, labels, set(stored_seeds), s.targets)
     probs = [np.nan_to_num(pr, nan=1.0 / max(pr.shape[1], 1)) for pr in scored.probs]
     pool = Pool(
         probs=probs,
