@@ -1,0 +1,92 @@
+"""What limits the audio-decided label: which audio inputs the model reads, and how well the words
+were heard. broaden's model is trained on random pool subsets of a labelled manifest with its audio
+side restricted (sound frames and heard words, heard words only, the true words, none), for
+attention and mean fusion, and scored on the held-out split. "True words" embeds the sentence the
+manifest's `speech` field says was spoken (demo sets record it) in place of Whisper's transcript:
+the model as it would be with perfect transcription.
+
+    ./dev run python benchmarks/audio_inputs.py --manifest bench1200c/manifest.jsonl --labels 110 900
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from common import encoded_demo, ensure_malloc_env, out, training_footer
+from fusion_variants import train_and_score
+
+from backend.features import SPEECH_SUFFIX
+
+# name -> (fusion, audio side: "frames+words" | "words" | "true words")
+ARMS = {
+    "attention, sound frames + heard words (broaden)": ("attention", "frames+words"),
+    "mean pooling, sound frames + heard words": ("mean", "frames+words"),
+    "attention, heard words only": ("attention", "words"),
+    "mean pooling, heard words only": ("mean", "words"),
+    "attention, true words only": ("attention", "true words"),
+    "no audio": ("none", "frames+words"),
+}
+
+
+def audio_side(ds, side: str, records: list[dict], text_encoder) -> object:
+    """The dataset with its audio objects' features restricted to one side."""
+    if side == "frames+words":
+        return ds
+    names = {name for f in ds.features for name in f}
+    audio = {name for name in names if name + SPEECH_SUFFIX in names}  # audio objects with a speech twin
+    features = [{k: v for k, v in f.items() if k not in audio} for f in ds.features]
+    if side == "true words":
+        said = text_encoder.encode([r.get("speech", "") for r in records])
+        for f, emb in zip(features, said, strict=True):
+            for name in audio:
+                if name + SPEECH_SUFFIX in f:
+                    f[name + SPEECH_SUFFIX] = np.asarray(emb, dtype=np.float32).reshape(1, -1)
+    return replace(ds, features=features)
+
+
+def main() -> None:
+    ensure_malloc_env()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
+    p.add_argument("--labels", type=int, nargs="+", default=[110], help="subset sizes (more than the pool = all of it)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
+    p.add_argument("--json", type=Path, help="also write every (size, arm, seed) score here")
+    args = p.parse_args()
+    started, load = time.time(), os.getloadavg()
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    arms = dict(ARMS)
+    if len(records) != len(ds.features) or not all("speech" in r for r in records):
+        out("(no `speech` field on every item, or items that failed to encode: no true-words arm)")
+        arms = {k: v for k, v in arms.items() if v[1] != "true words"}
+    sets = {side: audio_side(ds, side, records, encoders.text) for side in {s for _, s in arms.values()}}
+    scores: dict[str, dict[str, list]] = {}
+    for size in args.labels:
+        scores[str(size)] = {}
+        for name, (fusion, side) in arms.items():
+            s = settings.model_copy(update={"fusion": fusion})
+            runs = [train_and_score(sets[side], pool, test, size, seed, encoders, s) for seed in args.seeds]
+            scores[str(size)][name] = runs
+        report(scores[str(size)], min(size, len(pool)), len(test))
+    if args.json:
+        args.json.write_text(json.dumps(scores, indent=1))
+    training_footer(args.seeds, manifest, started, load)
+
+
+def report(by_arm: dict[str, list], size: int, n_test: int) -> None:
+    out(f"\n{size} random labels per seed; {n_test} test items; mean ± std over seeds")
+    out("| audio the model reads | category macro-F1 | policy macro-F1 | recall@80%P Violation | same, `audio_sensitive` |")
+    out("|---|---:|---:|---:|---:|")
+    for name, runs in by_arm.items():
+        a = np.array(runs)
+        out(f"| {name} | " + " | ".join(f"{a[:, j].mean():.3f} ± {a[:, j].std():.3f}" for j in range(4)) + " |")
+
+
+if __name__ == "__main__":
+    main()
