@@ -81,7 +81,10 @@ def main() -> None:
 
 def report(by_arm: dict[str, list], size: int, n_test: int) -> None:
     out(f"\n{size} random labels per seed; {n_test} test items; mean ± std over seeds")
-    out("| audio the model reads | category macro-F1 | policy macro-F1 | recall@80%P Violation | same, `audio_sensitive` |")
+    out(
+        "| audio the model reads | category macro-F1 | policy macro-F1 | "
+        "recall@80%P Violation | same, `audio_sensitive` |"
+    )
     out("|---|---:|---:|---:|---:|")
     for name, runs in by_arm.items():
         a = np.array(runs)
