@@ -1,0 +1,93 @@
+"""How Whisper is asked to transcribe: word error rate and time per clip of each decoding setting
+against the sentences a demo manifest's `speech` field says were spoken, and what the model learns
+from those transcripts (random pool subsets, scored on the held-out split).
+
+    ./dev run python benchmarks/transcripts.py --manifest demo480/manifest.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import replace
+
+import numpy as np
+from common import encoded_demo, ensure_malloc_env, out, subset_args, training_footer
+from fusion_variants import train_and_score
+
+from backend import encoders as enc_module
+from backend.features import SPEECH_SUFFIX
+from backend.media import decode_audio
+
+SETTINGS = {  # name -> (seconds of silence after the clip, beam size)
+    "the clip alone, greedy (before)": (0, 1),
+    "4 s of silence after it, greedy": (4, 1),
+    "the clip alone, beam 5": (0, 5),
+    "4 s of silence after it, beam 5 (broaden)": (4, 5),
+}
+
+
+def word_error_rate(truth: str, heard: str) -> float:
+    """Word-level edit distance over the number of true words (case and punctuation ignored)."""
+    a, b = (re.sub(r"[^a-z' ]", " ", s.lower()).split() for s in (truth, heard))
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diag, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (x != y))
+    return row[len(b)] / max(len(a), 1)
+
+
+def main() -> None:
+    ensure_malloc_env()
+    args = subset_args(__doc__, "also write every setting's scores here")
+    started, load = time.time(), os.getloadavg()
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    if len(records) != len(ds.features) or not all("speech" in r and r.get("audio") for r in records):
+        raise SystemExit("needs a demo manifest whose every item encoded and records its `speech`")
+    waves = [
+        decode_audio((manifest.parent / r["audio"]).read_bytes(), encoders.audio_sample_rate, settings.audio_max_s)
+        for r in records
+    ]
+    audio_name = next(n for f in ds.features for n in f if n + SPEECH_SUFFIX in f)
+    results = {}
+    for name, (pad_s, beam) in SETTINGS.items():
+        enc_module.TRANSCRIBE_PAD_S, enc_module.BEAM_SIZE = pad_s, beam  # read at each call
+        t0 = time.perf_counter()
+        heard = encoders.audio.transcribe(waves)
+        per_clip = (time.perf_counter() - t0) / len(waves)
+        wer = float(np.mean([word_error_rate(r["speech"], h) for r, h in zip(records, heard, strict=True)]))
+        said = encoders.text.encode(heard)
+        features = [
+            {**f, audio_name + SPEECH_SUFFIX: np.asarray(e).reshape(1, -1)}
+            for f, e in zip(ds.features, said, strict=True)
+        ]
+        scores = [
+            train_and_score(replace(ds, features=features), pool, test, args.labels, seed, encoders, settings)
+            for seed in args.seeds
+        ]
+        results[name] = {"wer": wer, "s_per_clip": per_clip, "scores": scores}
+    enc_module.TRANSCRIBE_PAD_S, enc_module.BEAM_SIZE = SETTINGS["4 s of silence after it, beam 5 (broaden)"]
+    report(results, args.labels, len(test))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    training_footer(args.seeds, manifest, started, load)
+
+
+def report(results: dict, labels: int, n_test: int) -> None:
+    out(f"{labels} random labels per seed; {n_test} test items; mean over seeds")
+    out(
+        "| transcription | word error rate | s per clip | category macro-F1 | policy macro-F1 | "
+        "recall@80%P Violation | same, `audio_sensitive` |"
+    )
+    out("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        m = np.array(r["scores"]).mean(0)
+        out(f"| {name} | {r['wer']:.3f} | {r['s_per_clip']:.3f} | " + " | ".join(f"{v:.3f}" for v in m) + " |")
+
+
+if __name__ == "__main__":
+    main()
