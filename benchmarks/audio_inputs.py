@@ -14,14 +14,11 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, training_footer
+from common import encoded_demo, ensure_malloc_env, out, speech_records, training_footer, with_speech
 from fusion_variants import train_and_score
-
-from backend.features import SPEECH_SUFFIX
 
 # name -> (fusion, audio side: "frames+words" | "words" | "true words")
 ARMS = {
@@ -34,20 +31,12 @@ ARMS = {
 }
 
 
-def audio_side(ds, side: str, records: list[dict], text_encoder) -> object:
+def audio_side(ds, side: str, records: list[dict] | None, text_encoder) -> object:
     """The dataset with its audio objects' features restricted to one side."""
     if side == "frames+words":
         return ds
-    names = {name for f in ds.features for name in f}
-    audio = {name for name in names if name + SPEECH_SUFFIX in names}  # audio objects with a speech twin
-    features = [{k: v for k, v in f.items() if k not in audio} for f in ds.features]
-    if side == "true words":
-        said = text_encoder.encode([r.get("speech", "") for r in records])
-        for f, emb in zip(features, said, strict=True):
-            for name in audio:
-                if name + SPEECH_SUFFIX in f:
-                    f[name + SPEECH_SUFFIX] = np.asarray(emb, dtype=np.float32).reshape(1, -1)
-    return replace(ds, features=features)
+    said = text_encoder.encode([r["speech"] for r in records]) if side == "true words" else None
+    return with_speech(ds, said, frames=False)
 
 
 def main() -> None:
@@ -60,9 +49,9 @@ def main() -> None:
     args = p.parse_args()
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    records = speech_records(manifest, ds)
     arms = dict(ARMS)
-    if len(records) != len(ds.features) or not all("speech" in r for r in records):
+    if records is None:
         out("(no `speech` field on every item, or items that failed to encode: no true-words arm)")
         arms = {k: v for k, v in arms.items() if v[1] != "true words"}
     sets = {side: audio_side(ds, side, records, encoders.text) for side in {s for _, s in arms.values()}}

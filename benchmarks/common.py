@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,30 @@ def training_footer(seeds: list[int], manifest: Path, started: float, load: tupl
     out(f"- torch {torch.__version__}, threads {torch.get_num_threads()}")
     out(f"- code: git {code_version()}; seeds {seeds}; manifest {manifest}")
     out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+
+
+def speech_records(manifest: Path, ds: Any) -> list[dict] | None:
+    """The manifest's items, one per dataset row, when every item encoded and records what its
+    voice-over says (`speech`, written by `broaden demo-data`); else None."""
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return records if len(records) == len(ds.features) and all("speech" in r for r in records) else None
+
+
+def with_speech(ds: Any, said: list[Any] | None = None, frames: bool = True) -> Any:
+    """The dataset with each audio object's speech token replaced by `said` (one text embedding per
+    row), and without its sound frames unless `frames`."""
+    from dataclasses import replace
+
+    from backend.features import SPEECH_SUFFIX
+
+    names = {name for f in ds.features for name in f}
+    audio = {name for name in names if name + SPEECH_SUFFIX in names}  # audio objects with a speech twin
+    features = [{k: v for k, v in f.items() if frames or k not in audio} for f in ds.features]
+    for f, emb in zip(features, said, strict=True) if said is not None else ():
+        for key in (name + SPEECH_SUFFIX for name in audio):
+            if key in f:
+                f[key] = np.asarray(emb, dtype=np.float32).reshape(1, -1)
+    return replace(ds, features=features)
 
 
 def cpu_model() -> str:

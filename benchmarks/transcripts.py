@@ -11,14 +11,12 @@ import json
 import os
 import re
 import time
-from dataclasses import replace
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, subset_args, training_footer
+from common import encoded_demo, ensure_malloc_env, out, speech_records, subset_args, training_footer, with_speech
 from fusion_variants import train_and_score
 
 from backend import encoders as enc_module
-from backend.features import SPEECH_SUFFIX
 from backend.media import decode_audio
 
 SETTINGS = {  # name -> (seconds of silence after the clip, beam size)
@@ -45,14 +43,13 @@ def main() -> None:
     args = subset_args(__doc__, "also write every setting's scores here")
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    if len(records) != len(ds.features) or not all("speech" in r and r.get("audio") for r in records):
+    records = speech_records(manifest, ds)
+    if records is None or not all(r.get("audio") for r in records):
         raise SystemExit("needs a demo manifest whose every item encoded and records its `speech`")
     waves = [
         decode_audio((manifest.parent / r["audio"]).read_bytes(), encoders.audio_sample_rate, settings.audio_max_s)
         for r in records
     ]
-    audio_name = next(n for f in ds.features for n in f if n + SPEECH_SUFFIX in f)
     results = {}
     for name, (pad_s, beam) in SETTINGS.items():
         enc_module.TRANSCRIBE_PAD_S, enc_module.BEAM_SIZE = pad_s, beam  # read at each call
@@ -60,15 +57,8 @@ def main() -> None:
         heard = encoders.audio.transcribe(waves)
         per_clip = (time.perf_counter() - t0) / len(waves)
         wer = float(np.mean([word_error_rate(r["speech"], h) for r, h in zip(records, heard, strict=True)]))
-        said = encoders.text.encode(heard)
-        features = [
-            {**f, audio_name + SPEECH_SUFFIX: np.asarray(e).reshape(1, -1)}
-            for f, e in zip(ds.features, said, strict=True)
-        ]
-        scores = [
-            train_and_score(replace(ds, features=features), pool, test, args.labels, seed, encoders, settings)
-            for seed in args.seeds
-        ]
+        heard_ds = with_speech(ds, encoders.text.encode(heard))
+        scores = [train_and_score(heard_ds, pool, test, args.labels, seed, encoders, settings) for seed in args.seeds]
         results[name] = {"wer": wer, "s_per_clip": per_clip, "scores": scores}
     enc_module.TRANSCRIBE_PAD_S, enc_module.BEAM_SIZE = SETTINGS["4 s of silence after it, beam 5 (broaden)"]
     report(results, args.labels, len(test))
