@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -24,9 +25,11 @@ from typing import Any
 
 import numpy as np
 import redis
+import torch
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
+from backend import __version__
 from backend.config import Settings
 from backend.encoders import Encoders, load_encoders
 from backend.features import TaskFeatures
@@ -333,6 +336,28 @@ def redis_client(url: str) -> Iterator[redis.Redis]:
             proc.wait(10)
 
 
+def provenance(encoders: Encoders) -> dict[str, Any]:
+    """What produced a run, so its figures can be compared with another's: code, encoders, machine."""
+    here = Path(__file__).resolve().parent
+    try:
+        git = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        commit = git.stdout.strip() or None
+    except OSError:
+        commit = None
+    ids = {k: e.id for k in (*KINDS, "speech") if (e := getattr(encoders, k, None)) is not None}
+    return {
+        "broaden": __version__,
+        "git": commit,
+        "encoders": ids,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     manifest = Path(args.manifest).resolve()
     records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
@@ -358,13 +383,15 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "k": base.lsb_k}
     options |= {"threshold": base.lsb_threshold, "share": base.lsb_share}
-    result: dict[str, Any] = {"config": options, "runs": []}
+    result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
+    started = time.perf_counter()
     with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:
         for arm in arms:
             for seed in args.seeds:
                 rounds = replay(ds, arm, seed, targets, args, encoders, bar)
                 result["runs"].append({"arm": arm.name, "strategy": arm.strategy, "fusion": arm.settings.fusion,
                                        "seed": seed, "rounds": rounds})  # fmt: skip
+    result["provenance"]["seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulate.json").write_text(json.dumps(result, indent=1))

@@ -51,6 +51,9 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
     table = (tmp_path / "out" / "summary.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + 2 and table[2].startswith("| random / attention |")  # header, rule, a row an arm
     assert result["config"]["strategies"] == STRATEGIES
+    made = result["provenance"]  # what a reader needs to compare two runs' figures
+    assert made["encoders"]["image"] == encoders.image.id and made["encoders"]["audio"] == encoders.audio.id
+    assert made["seconds"] > 0 and made["cpus"] >= 1 and made["torch_threads"] >= 1
     targets = set(result["config"]["targets"])
     assert "policy:Violation" in targets  # the demo's rare label (a category may be rare too in 24 items)
     assert len(result["runs"]) == len(STRATEGIES) * len(SEEDS)
