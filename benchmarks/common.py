@@ -4,6 +4,7 @@ the malloc settings. Scripts run as `python benchmarks/<name>.py`, so this impor
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -89,8 +90,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@functools.cache
 def code_version() -> str:
-    """The commit measured, and whether the working tree differed from it (other edits in flight)."""
+    """The commit measured, and whether the working tree differed from it (other edits in flight).
+    Read once, when a benchmark imports this module: a commit made during a long run is not it."""
     git = ["git", "-C", str(ROOT)]
     try:
         sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
@@ -99,6 +102,9 @@ def code_version() -> str:
         return "unknown (no git)"
     changed = " ".join(line[3:] for line in dirty.stdout.splitlines())
     return f"{sha.strip() or 'unknown'}" + (f" + uncommitted changes in {changed}" if changed else "")
+
+
+code_version()
 
 
 def free_port() -> int:
