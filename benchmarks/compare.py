@@ -1,0 +1,96 @@
+"""Paired comparison of strategies across `broaden simulate` runs: the figures BENCHMARKS.md quotes.
+
+Runs of the same manifest (for example seeds 0-4 and 5-9, written by two commands) are pooled and
+paired by seed, so every difference is between strategies that started from the same random labels;
+given several data sets, it also pools the paired differences over all of them.
+
+    python3 benchmarks/compare.py runs/a/simulate.json runs/b/simulate.json --base lsb-pool
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
+
+
+def load(paths: list[Path], fusion: str | None) -> tuple[str, dict[str, Runs]]:
+    """(target, data set -> runs): files of one manifest are pooled; one target throughout."""
+    sets: dict[str, Runs] = defaultdict(lambda: defaultdict(dict))
+    targets = set()
+    for path in paths:
+        result = json.loads(path.read_text())
+        targets.add(result["config"]["targets"][0])
+        runs = sets[result["config"]["manifest"]]
+        for run in result["runs"]:
+            if fusion and run["fusion"] != fusion:
+                continue
+            if run["seed"] in runs[run["strategy"]]:
+                raise SystemExit(f"{path}: seed {run['seed']} of {run['strategy']} twice (several fusions? --fusion)")
+            runs[run["strategy"]][run["seed"]] = run["rounds"]
+    if len(targets) != 1:
+        raise SystemExit(f"runs of different targets: {sorted(targets)}")
+    return targets.pop(), sets
+
+
+def recall(rounds: list[dict], target: str, at: int | None) -> float:
+    """recall@80%P at one round (None: averaged over all rounds, the area under the curve)."""
+    values = [r["recall_at_80p"][target] or 0.0 for r in rounds]
+    return float(np.mean(values)) if at is None else float(values[at])
+
+
+def paired(pairs: list[tuple[Runs, str, str]], target: str, at: int | None) -> str:
+    """Mean ± std of a minus b over every seed both ran, on every data set given."""
+    d = np.array(
+        [
+            recall(runs[a][s], target, at) - recall(runs[b][s], target, at)
+            for runs, a, b in pairs
+            for s in sorted(set(runs[a]) & set(runs[b]))
+        ]
+    )
+    return f"{d.mean():+.3f} ± {d.std():.3f} (ahead in {(d > 1e-9).sum()}, behind in {(d < -1e-9).sum()} of {len(d)})"
+
+
+def report(runs: Runs, target: str, base: str) -> None:
+    for strategy, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        last = [recall(by_seed[s], target, -1) for s in seeds]
+        curve = [recall(by_seed[s], target, None) for s in seeds]
+        labelled = by_seed[seeds[0]][-1]["labelled"]
+        print(
+            f"{strategy:16s} {labelled} labels, seeds {seeds}: {np.mean(last):.3f} ± {np.std(last):.3f}"
+            f" (per seed {' '.join(f'{v:.2f}' for v in last)}); over rounds {np.mean(curve):.3f} ± {np.std(curve):.3f}"
+        )
+    for other in runs:
+        if base in runs and other != base:
+            last, curve = (paired([(runs, base, other)], target, at) for at in (-1, None))
+            print(f"{base} minus {other}: last round {last}; over rounds {curve}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path, nargs="+", help="simulate.json files of one manifest")
+    p.add_argument("--base", default="lsb-pool", help="the strategy compared with every other")
+    p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
+    args = p.parse_args()
+    target, sets = load(args.runs, args.fusion)
+    print(f"recall@80%P of {target}; last round and mean over rounds; mean ± std over seeds")
+    for manifest, runs in sets.items():
+        print(f"\n{manifest}")
+        report(runs, target, args.base)
+    if len(sets) > 1:
+        print(f"\nall {len(sets)} data sets, paired by set and seed")
+        others = sorted({o for runs in sets.values() for o in runs} - {args.base})
+        for other in others:
+            pairs = [(runs, args.base, other) for runs in sets.values() if args.base in runs and other in runs]
+            last, curve = (paired(pairs, target, at) for at in (-1, None))
+            print(f"{args.base} minus {other}: last round {last}; over rounds {curve}")
+
+
+if __name__ == "__main__":
+    main()
