@@ -4,7 +4,7 @@ Runs of the same manifest (for example seeds 0-4 and 5-9, written by two command
 paired by seed, so every difference is between strategies that started from the same random labels;
 given several data sets, it also pools the paired differences over all of them.
 
-    python3 benchmarks/compare.py runs/a/simulate.json runs/b/simulate.json --base lsb-pool
+    ./dev run python benchmarks/compare.py runs/a/simulate.json runs/b/simulate.json --base lsb-pool
 """
 
 from __future__ import annotations

@@ -1,0 +1,64 @@
+"""benchmarks/compare.py: strategies paired by seed across simulate.json files and data sets."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+TARGET = "policy:Violation"
+
+
+def _result(manifest: str, curves: dict[tuple[str, int], list[float]]) -> dict:
+    """The parts of a simulate.json the comparison reads: recall@80%P per round, per strategy and seed."""
+    runs = [
+        {
+            "strategy": strategy,
+            "fusion": "attention",
+            "seed": seed,
+            "rounds": [{"labelled": 20 + 10 * i, "recall_at_80p": {TARGET: v}} for i, v in enumerate(values)],
+        }
+        for (strategy, seed), values in curves.items()
+    ]
+    return {"config": {"manifest": manifest, "targets": [TARGET]}, "runs": runs}
+
+
+def _compare(tmp_path: Path, *results: dict) -> list[str]:
+    paths = []
+    for i, result in enumerate(results):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(result))
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, paths)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def _figures(line: str) -> list[tuple[float, float, int, int, int]]:
+    """(mean, std, ahead, behind, runs) for the last round and over rounds, from one 'minus' line."""
+    pattern = r"([+-]\d\.\d+) ± (\d\.\d+) \(ahead in (\d+), behind in (\d+) of (\d+)\)"
+    return [(float(m), float(sd), int(a), int(b), int(n)) for m, sd, a, b, n in re.findall(pattern, line)]
+
+
+def test_pairs_by_seed_across_files_and_pools_data_sets(tmp_path) -> None:
+    seeds_0_1 = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.6], ("seals", 0): [0.0, 0.4], ("lsb-pool", 1): [0.2, 0.2]})
+    seed_1 = _result("a.jsonl", {("seals", 1): [0.0, 0.6]})  # written by another command
+    other_set = _result("b.jsonl", {("lsb-pool", 0): [None, 1.0], ("seals", 0): [0.0, 0.0]})
+    lines = _compare(tmp_path, seeds_0_1, seed_1, other_set)
+    minus = [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")]
+    assert len(minus) == 3  # set a, set b, both
+    # set a, last round: +0.2 (seed 0) and -0.4 (seed 1); over rounds: +0.1 and -0.1
+    assert minus[0] == [(-0.1, 0.3, 1, 1, 2), (0.0, 0.1, 1, 1, 2)]
+    # set b: +1.0 at the end, +0.5 over rounds (a round with no recall counts as 0)
+    assert minus[1] == [(1.0, 0.0, 1, 0, 1), (0.5, 0.0, 1, 0, 1)]
+    assert minus[2][0][0] == pytest.approx((0.2 - 0.4 + 1.0) / 3, abs=1e-3) and minus[2][0][2:] == (2, 1, 3)
+
+
+def test_a_seed_in_two_files_is_refused(tmp_path) -> None:
+    run = _result("a.jsonl", {("seals", 0): [0.1]})
+    (tmp_path / "x.json").write_text(json.dumps(run))
+    path = str(tmp_path / "x.json")
+    done = subprocess.run([sys.executable, str(SCRIPT), path, path], capture_output=True, text=True)
+    assert done.returncode != 0 and "seed 0 of seals twice" in done.stderr
