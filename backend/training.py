@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -108,6 +109,12 @@ def class_weights(ys: list[torch.Tensor], has: list[torch.Tensor], multiple: lis
     return out
 
 
+def training_epochs(n: int, settings: Settings) -> int:
+    """`train_epochs`, cut so that training takes at most `train_max_steps` optimiser steps (at least one epoch)."""
+    steps_per_epoch = max(1, math.ceil(n / settings.train_batch_size))
+    return max(1, min(settings.train_epochs, settings.train_max_steps // steps_per_epoch))
+
+
 def train(
     features: list[dict[str, np.ndarray]],
     labels: list[Labels],
@@ -125,10 +132,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.train_lr, weight_decay=WEIGHT_DECAY)
     n, bs = len(features), settings.train_batch_size
+    epochs = training_epochs(n, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     model.train()
-    for _ in range(settings.train_epochs):
+    for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, bs):
             idx = order[start : start + bs]
@@ -138,7 +146,7 @@ def train(
             loss.backward()
             opt.step()
     model.eval()
-    log.info("trained on %d tasks, %d epochs in %.2fs", n, settings.train_epochs, time.perf_counter() - started)
+    log.info("trained on %d tasks, %d epochs in %.2fs", n, epochs, time.perf_counter() - started)
     blob = to_bytes(model)
     return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, n)
 

@@ -1,8 +1,9 @@
 import numpy as np
 import torch
 
+from backend.config import Settings
 from backend.model import VLMAE, FusionConfig, collate
-from backend.training import class_weights, from_bytes, to_bytes, version_of
+from backend.training import class_weights, from_bytes, to_bytes, training_epochs, version_of
 
 
 def config(fusion: str) -> FusionConfig:
@@ -111,3 +112,11 @@ def test_save_load_round_trip_and_version():
     with torch.no_grad():
         again.heads[0].bias += 1
     assert version_of(to_bytes(again), "mean") != version_of(blob, "mean")
+
+
+def test_training_takes_the_set_epochs_up_to_a_budget_of_steps():
+    s = Settings(train_epochs=60, train_max_steps=120, train_batch_size=64)
+    assert [training_epochs(n, s) for n in (1, 64, 110, 128)] == [60, 60, 60, 60]  # 60 or 120 steps
+    assert [training_epochs(n, s) for n in (129, 300, 900)] == [40, 24, 8]  # 120 steps
+    assert training_epochs(100_000, s) == 1  # one pass over the labels at least
+    assert training_epochs(900, s.model_copy(update={"train_max_steps": 10**6})) == 60
