@@ -382,8 +382,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     names = [f"{c}:{lab}" for c, lab in targets]
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
-    options |= {"k": base.lsb_k}
-    options |= {"threshold": base.lsb_threshold, "share": base.lsb_share}
+    options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
     started = time.perf_counter()
     with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:
