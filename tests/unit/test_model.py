@@ -3,7 +3,7 @@ import torch
 
 from backend.config import Settings
 from backend.model import VLMAE, FusionConfig, collate
-from backend.training import class_weights, from_bytes, to_bytes, training_epochs, version_of
+from backend.training import _fit, audio_free_heads, class_weights, from_bytes, to_bytes, training_epochs, version_of
 
 
 def config(fusion: str) -> FusionConfig:
@@ -120,3 +120,40 @@ def test_training_takes_the_set_epochs_up_to_a_budget_of_steps():
     assert [training_epochs(n, s) for n in (129, 300, 900)] == [40, 24, 8]  # 120 steps
     assert training_epochs(100_000, s) == 1  # one pass over the labels at least
     assert training_epochs(900, s.model_copy(update={"train_max_steps": 10**6})) == 60
+
+
+def _two_heads(rng: np.random.Generator, n: int) -> tuple[FusionConfig, list[dict], list[torch.Tensor]]:
+    """`category` is in the image tokens, `policy` in the spoken words; each is independent of the other."""
+    cfg = FusionConfig(
+        input_dims={"image": 12, "audio": 6, "speech": 4},
+        objects=[("img", "image"), ("voice", "audio"), ("voice.speech", "speech")],
+        heads=[("category", 2, False), ("policy", 2, False)],
+        d_model=16,
+        n_heads=2,
+    )
+    speech, _ = _audio_only_task(rng, n)
+    category = rng.integers(0, 2, n)
+    for f, c in zip(speech, category, strict=True):
+        f["img"] = (f["img"] + (2.0 if c else -2.0) * np.tile([1, -1], 6)).astype(np.float32)
+    policy = torch.tensor([i % 2 for i in range(n)])
+    return cfg, speech, [torch.eye(2)[torch.from_numpy(category)], torch.eye(2)[policy]]
+
+
+def test_heads_that_lean_on_photo_and_text_are_told_apart_from_those_the_audio_decides():
+    cfg, feats, ys = _two_heads(np.random.default_rng(4), 64)
+    batch, has = collate(feats, cfg), [torch.ones(64, dtype=torch.bool)] * 2
+    model = _fit(cfg, batch, ys, has, Settings(seed=0))
+    assert audio_free_heads(model, batch, ys, has) == [True, False]
+
+
+def test_rows_with_hidden_audio_teach_only_the_audio_free_heads():
+    """With the audio hidden from every row, the head that needs it gets no rows and stays as built."""
+    cfg, feats, ys = _two_heads(np.random.default_rng(5), 32)
+    batch, has = collate(feats, cfg), [torch.ones(32, dtype=torch.bool)] * 2
+    settings = Settings(seed=0, train_audio_dropout=1.0)
+    torch.manual_seed(0)
+    untrained = VLMAE(cfg)
+    model = _fit(cfg, batch, ys, has, settings, hide_audio_for=[True, False])
+    assert torch.equal(model.heads[1].weight, untrained.heads[1].weight)
+    assert not torch.equal(model.heads[0].weight, untrained.heads[0].weight)
+    assert (model(batch)[0].argmax(-1) == ys[0].argmax(-1)).float().mean() > 0.9
