@@ -3,7 +3,8 @@ were heard. broaden's model is trained on random pool subsets of a labelled mani
 side restricted (sound frames and heard words, heard words only, the true words, none), for
 attention and mean fusion, and scored on the held-out split. "True words" embeds the sentence the
 manifest's `speech` field says was spoken (demo sets record it) in place of Whisper's transcript:
-the model as it would be with perfect transcription.
+the model as it would be with perfect transcription. Two arms also switch off the training of
+audio-free heads without audio (`train_audio_dropout` 0).
 
     ./dev run python benchmarks/audio_inputs.py --manifest bench1200c/manifest.jsonl --labels 110 900
 """
@@ -20,14 +21,16 @@ import numpy as np
 from common import encoded_demo, ensure_malloc_env, out, speech_records, training_footer, with_speech
 from fusion_variants import train_and_score
 
-# name -> (fusion, audio side: "frames+words" | "words" | "true words")
+# name -> (fusion, audio side: "frames+words" | "words" | "true words", train_audio_dropout: None = broaden's)
 ARMS = {
-    "attention, sound frames + heard words (broaden)": ("attention", "frames+words"),
-    "mean pooling, sound frames + heard words": ("mean", "frames+words"),
-    "attention, heard words only": ("attention", "words"),
-    "mean pooling, heard words only": ("mean", "words"),
-    "attention, true words only": ("attention", "true words"),
-    "no audio": ("none", "frames+words"),
+    "attention, sound frames + heard words (broaden)": ("attention", "frames+words", None),
+    "attention, frames + heard words, no head trained without audio": ("attention", "frames+words", 0.0),
+    "mean pooling, sound frames + heard words": ("mean", "frames+words", None),
+    "mean pooling, frames + heard words, no head trained without audio": ("mean", "frames+words", 0.0),
+    "attention, heard words only": ("attention", "words", None),
+    "mean pooling, heard words only": ("mean", "words", None),
+    "attention, true words only": ("attention", "true words", None),
+    "no audio": ("none", "frames+words", None),
 }
 
 
@@ -54,12 +57,14 @@ def main() -> None:
     if records is None:
         out("(no `speech` field on every item, or items that failed to encode: no true-words arm)")
         arms = {k: v for k, v in arms.items() if v[1] != "true words"}
-    sets = {side: audio_side(ds, side, records, encoders.text) for side in {s for _, s in arms.values()}}
+    sets = {side: audio_side(ds, side, records, encoders.text) for side in {s for _, s, _ in arms.values()}}
     scores: dict[str, dict[str, list]] = {}
     for size in args.labels:
         scores[str(size)] = {}
-        for name, (fusion, side) in arms.items():
+        for name, (fusion, side, dropout) in arms.items():
             s = settings.model_copy(update={"fusion": fusion})
+            if dropout is not None:
+                s = s.model_copy(update={"train_audio_dropout": dropout})
             runs = [train_and_score(sets[side], pool, test, size, seed, encoders, s) for seed in args.seeds]
             scores[str(size)][name] = runs
         report(scores[str(size)], min(size, len(pool)), len(test))
