@@ -382,6 +382,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     names = [f"{c}:{lab}" for c, lab in targets]
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
+    options |= {"audio_dropout": base.train_audio_dropout}
     options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
     started = time.perf_counter()

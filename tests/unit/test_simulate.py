@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend import cli, demo, simulate
+from backend.config import Settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or not (demo.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
@@ -51,6 +52,7 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
     table = (tmp_path / "out" / "summary.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + 2 and table[2].startswith("| random / attention |")  # header, rule, a row an arm
     assert result["config"]["strategies"] == STRATEGIES
+    assert result["config"]["audio_dropout"] == Settings().train_audio_dropout  # training settings recorded
     made = result["provenance"]  # what a reader needs to compare two runs' figures
     assert made["encoders"]["image"] == encoders.image.id and made["encoders"]["audio"] == encoders.audio.id
     assert made["seconds"] > 0 and made["cpus"] >= 1 and made["torch_threads"] >= 1
