@@ -44,6 +44,11 @@ def recall(rounds: list[dict], target: str, at: int | None) -> float:
     return float(np.mean(values)) if at is None else float(values[at])
 
 
+def print_paired(pairs: list[tuple[Runs, str, str]], target: str, base: str, other: str) -> None:
+    last, curve = (paired(pairs, target, at) for at in (-1, None))
+    print(f"{base} minus {other}: last round {last}; over rounds {curve}")
+
+
 def paired(pairs: list[tuple[Runs, str, str]], target: str, at: int | None) -> str:
     """Mean ± std of a minus b over every seed both ran, on every data set given."""
     d = np.array(
@@ -68,8 +73,7 @@ def report(runs: Runs, target: str, base: str) -> None:
         )
     for other in runs:
         if base in runs and other != base:
-            last, curve = (paired([(runs, base, other)], target, at) for at in (-1, None))
-            print(f"{base} minus {other}: last round {last}; over rounds {curve}")
+            print_paired([(runs, base, other)], target, base, other)
 
 
 def main() -> None:
@@ -88,8 +92,7 @@ def main() -> None:
         others = sorted({o for runs in sets.values() for o in runs} - {args.base})
         for other in others:
             pairs = [(runs, args.base, other) for runs in sets.values() if args.base in runs and other in runs]
-            last, curve = (paired(pairs, target, at) for at in (-1, None))
-            print(f"{args.base} minus {other}: last round {last}; over rounds {curve}")
+            print_paired(pairs, target, args.base, other)
 
 
 if __name__ == "__main__":
