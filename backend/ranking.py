@@ -79,6 +79,11 @@ def is_target_positive(config: LabelConfig, labels: Labels, targets: set[tuple[s
     )
 
 
+def target_columns(config: LabelConfig, targets: set[tuple[str, str]]) -> list[tuple[int, int]]:
+    """The hunted labels as (head, column) of the model's outputs, in config order; unknown ones left out."""
+    return [(h, j) for h, c in enumerate(config.controls) for j, lab in enumerate(c.labels) if (c.name, lab) in targets]
+
+
 OUR_VERSIONS = ("zeroshot-", "vlmae-")
 
 
@@ -107,7 +112,8 @@ def is_misprediction(task: dict[str, Any], config: LabelConfig, labels: Labels, 
     return False
 
 
-def seed_tasks(config: LabelConfig, labels: dict[int, Labels], mispredicted: set[int], explicit: str) -> set[int]:
+def seed_tasks(
+    config: LabelConfig, labels: dict[int, Labels], mispredicted: set[int], targets: set[tuple[str, str]]
+) -> set[int]:
     """The labelled tasks to broaden from: positives of the hunted labels and confident mispredictions."""
-    targets = target_labels(config, labels, explicit)
     return {t for t, lab in labels.items() if is_target_positive(config, lab, targets)} | mispredicted

@@ -35,7 +35,7 @@ from backend.encoders import Encoders, load_encoders
 from backend.features import TaskFeatures
 from backend.labelconfig import LabelConfig, parse_label_config
 from backend.predictor import Predictor, forward
-from backend.ranking import Labels, is_misprediction, is_target_positive, target_labels
+from backend.ranking import Labels, is_misprediction, is_target_positive, target_columns, target_labels
 from backend.strategies import STRATEGIES, Pool
 from backend.training import train
 
@@ -165,7 +165,8 @@ class _Run:
         filled = [np.nan_to_num(p[:n], nan=1.0 / max(p.shape[1], 1)) for p in probs]  # as the workers do
         seeds = np.array(sorted(positives | self.mispredicted), dtype=np.int64)
         multiple = [c.multiple for c in config.controls]
-        return Pool(probs=filled, multiple=multiple, embeddings=emb[:n], labelled=self.labelled.copy(), seeds=seeds)
+        return Pool(probs=filled, multiple=multiple, embeddings=emb[:n], labelled=self.labelled.copy(), seeds=seeds,
+                    targets=target_columns(config, targets))  # fmt: skip
 
     def metrics(self, probs: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
         ds, n = self.ds, len(self.pool_rows)

@@ -34,6 +34,7 @@ class Pool:
     embeddings: npt.NDArray[np.float32]  # (N, d): the latent space searched for neighbours
     labelled: npt.NDArray[np.bool_]  # (N,)
     seeds: Rows = field(default_factory=lambda: np.zeros(0, np.int64))  # labelled rows that matter
+    targets: list[tuple[int, int]] = field(default_factory=list)  # hunted labels: (head, column)
 
     def __post_init__(self) -> None:
         self.embeddings = normalise(self.embeddings)
@@ -77,6 +78,13 @@ def uncertainty(pool: Pool, measure: str = "margin") -> Floats:
             top2 = -np.sort(-p, axis=1)[:, :2]
             per_head.append(1 - (top2[:, 0] - top2[:, 1]))
     return np.max(per_head, axis=0) if per_head else np.zeros(len(pool.labelled))
+
+
+def hunted(pool: Pool) -> Floats | None:
+    """Per task, the model's probability of its likeliest hunted label; None when nothing is hunted."""
+    if not pool.targets:
+        return None
+    return np.max([np.asarray(pool.probs[h][:, c], dtype=np.float64) for h, c in pool.targets], axis=0)
 
 
 def by_score(rows: Rows, score: Floats, rng: np.random.Generator) -> Rows:
@@ -203,8 +211,10 @@ class BroadenedPoolSampling(Strategy):
     """LSB as a broadened candidate pool: the k_pool nearest unlabelled neighbours of every labelled
     task (as the SEALS-style pool), widened by the k nearest of each seed (with a threshold: only
     those at least that similar, as LSB-LT). `share` of the leading slots go to the seeds'
-    neighbours by uncertainty, the others to the whole pool by uncertainty; then the rest of the
-    project by uncertainty; near-duplicates pushed out of the head. The default (BENCHMARKS.md)."""
+    neighbours, likeliest hunted label first (by uncertainty when nothing is hunted): the likely
+    positives and the lookalikes the model takes for them. The others go to the whole candidate
+    pool by uncertainty; then the rest of the project by uncertainty; near-duplicates pushed out
+    of the head. The default (BENCHMARKS.md)."""
 
     k: int = 20
     k_pool: int = 10
@@ -214,9 +224,11 @@ class BroadenedPoolSampling(Strategy):
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         score = uncertainty(pool)
+        likely = hunted(pool)
         seeded = pool.neighbourhood(pool.seeds, self.k, self.threshold)
         candidates = np.union1d(pool.neighbourhood(np.flatnonzero(pool.labelled), self.k_pool), seeded)
-        head = interleave(by_score(seeded, score, rng), by_score(candidates, score, rng), self.share)
+        first = by_score(seeded, score if likely is None else likely, rng)
+        head = interleave(first, by_score(candidates, score, rng), self.share)
         rest = by_score(np.setdiff1d(pool.unlabelled, candidates), score, rng)
         return diversify(np.concatenate([head, rest]).astype(np.int64), pool.embeddings)
 

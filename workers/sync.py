@@ -22,7 +22,7 @@ import numpy as np
 from backend import labelstudio as ls
 from backend.labelconfig import LabelConfig, parse_label_config
 from backend.predictor import Predictor, Scored
-from backend.ranking import changed_groups, is_misprediction, priorities, seed_tasks
+from backend.ranking import changed_groups, is_misprediction, priorities, seed_tasks, target_columns, target_labels
 from backend.state import ProjectMirror, ProjectState
 from backend.strategies import STRATEGIES, Pool
 from backend.training import labels_from_annotations
@@ -110,7 +110,8 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
     s = p.settings
     rows = [ids[i] for i in scored.rows]
     labels, stored_seeds = mirror.load("labels"), mirror.load("seeds")
-    seeds = seed_tasks(config, labels, set(stored_seeds), s.targets)
+    targets = target_labels(config, labels, s.targets)
+    seeds = seed_tasks(config, labels, set(stored_seeds), targets)
     probs = [np.nan_to_num(pr, nan=1.0 / max(pr.shape[1], 1)) for pr in scored.probs]
     pool = Pool(
         probs=probs,
@@ -118,6 +119,7 @@ def rank(p: Predictor, config: LabelConfig, mirror: ProjectMirror, ids: list[int
         embeddings=scored.embeddings,
         labelled=np.array([t in labels for t in rows], dtype=bool),
         seeds=np.array([i for i, t in enumerate(rows) if t in seeds], dtype=np.int64),
+        targets=target_columns(config, targets),
     )
     if not len(pool.unlabelled):
         return []

@@ -12,7 +12,7 @@ from test_predictions import CONFIG, LABELS, TARGETS, import_demo
 
 from backend.config import Settings
 from backend.labelconfig import parse_label_config
-from backend.ranking import seed_tasks
+from backend.ranking import seed_tasks, target_labels
 from backend.state import ProjectMirror
 
 TAB = "broaden: most valuable first"
@@ -126,7 +126,8 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     backend.run_worker(BROADEN_LSB_K="1")
     broadened = priorities(api, project)
     labels = mirror.load("labels")
-    seeds = seed_tasks(config, labels, set(mirror.load("seeds")), "")  # hunted: the rare labels so far
+    hunted = target_labels(config, labels, "")  # the rare labels so far
+    seeds = seed_tasks(config, labels, set(mirror.load("seeds")), hunted)
     nearest = nearest_unlabelled(backend, project, set(annotations), k=2)
     seeded = {n for s in seeds for n in nearest[s]}
     unlabelled = [t for t in task_ids if t not in annotations]

@@ -6,6 +6,7 @@ from backend.ranking import (
     is_misprediction,
     is_target_positive,
     priorities,
+    target_columns,
     target_labels,
 )
 
@@ -38,6 +39,12 @@ def test_targets_explicit_or_rare():
     assert ("category", "Top") not in target_labels(CONFIG, labels, "")
     assert is_target_positive(CONFIG, labels[9], {("policy", "Violation")})
     assert not is_target_positive(CONFIG, labels[0], {("policy", "Violation")})
+
+
+def test_target_columns_name_the_model_outputs():
+    hunted = {("policy", "Violation"), ("category", "Bag"), ("policy", "Nonsense"), ("nowhere", "OK")}
+    assert target_columns(CONFIG, hunted) == [(0, 5), (1, 1)]
+    assert target_columns(CONFIG, set()) == []
 
 
 def task(pred_score: float, said: str, when: str = "2026-01-01", version: str = "vlmae-attention-x") -> dict:

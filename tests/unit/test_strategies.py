@@ -95,6 +95,24 @@ def test_broadened_pool_leads_with_seed_neighbours_then_labelled_neighbourhoods(
     assert sum(r < 25 for r in order[:10]) == 5 and sum(100 <= r < 125 for r in order[:10]) == 5
 
 
+def test_broadened_pool_takes_the_likeliest_positives_among_seed_neighbours_first():
+    rng = np.random.default_rng(7)
+    pool = clustered_pool(rng, spread=0.6)
+    policy = np.full((len(pool.labelled), 2), [0.5, 0.5], np.float32)  # everyone maximally uncertain
+    policy[1:25, 1] = np.linspace(0.05, 0.95, 24)  # the seed's cluster: rising odds of the hunted label
+    policy[1:25, 0] = 1 - policy[1:25, 1]
+    pool.probs, pool.multiple = [policy], [False]
+    pool.labelled[0], pool.seeds = True, np.array([0])
+    strategy = BroadenedPoolSampling(k=10, k_pool=1, share=1.0)
+    seeded = pool.neighbourhood(pool.seeds, 10)
+    pool.targets = [(0, 1)]
+    top = strategy.rank(pool, rng)[: len(seeded)]
+    assert set(top) == set(seeded)
+    assert policy[top, 1].tolist() == sorted(policy[seeded, 1], reverse=True)
+    pool.targets = []  # nothing hunted: the seeds' neighbours by uncertainty, so the least decided first
+    assert strategy.rank(pool, rng)[0] == seeded[np.argmin(np.abs(policy[seeded, 1] - 0.5))]
+
+
 @pytest.mark.parametrize("name", ["margin", "entropy", "lsb+uncertainty", "lsb-pool"])
 def test_top_of_queue_is_not_a_pile_of_near_duplicates(name):
     rng = np.random.default_rng(5)
