@@ -5,6 +5,10 @@ paired by seed, so every difference is between strategies that started from the 
 given several data sets, it also pools the paired differences over all of them.
 
     ./dev run python benchmarks/compare.py runs/a/simulate.json runs/b/simulate.json --base lsb-pool
+
+Runs of one strategy under different settings (a sweep of k, say) are told apart with --by:
+
+    ./dev run python benchmarks/compare.py k10/simulate.json k5/simulate.json --by k --base "lsb-pool k=10"
 """
 
 from __future__ import annotations
@@ -19,20 +23,23 @@ import numpy as np
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
 
 
-def load(paths: list[Path], fusion: str | None) -> tuple[str, dict[str, Runs]]:
-    """(target, data set -> runs): files of one manifest are pooled; one target throughout."""
+def load(paths: list[Path], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
+    """(target, data set -> runs): files of one manifest are pooled; one target throughout. An arm is
+    named by its strategy and, for each setting in `by`, that setting's value in its file."""
     sets: dict[str, Runs] = defaultdict(lambda: defaultdict(dict))
     targets = set()
     for path in paths:
         result = json.loads(path.read_text())
         targets.add(result["config"]["targets"][0])
         runs = sets[result["config"]["manifest"]]
+        settings = "".join(f" {key}={result['config'].get(key)}" for key in by)
         for run in result["runs"]:
             if fusion and run["fusion"] != fusion:
                 continue
-            if run["seed"] in runs[run["strategy"]]:
-                raise SystemExit(f"{path}: seed {run['seed']} of {run['strategy']} twice (several fusions? --fusion)")
-            runs[run["strategy"]][run["seed"]] = run["rounds"]
+            arm = run["strategy"] + settings
+            if run["seed"] in runs[arm]:
+                raise SystemExit(f"{path}: seed {run['seed']} of {arm} twice (several fusions? --fusion)")
+            runs[arm][run["seed"]] = run["rounds"]
     if len(targets) != 1:
         raise SystemExit(f"runs of different targets: {sorted(targets)}")
     return targets.pop(), sets
@@ -66,10 +73,12 @@ def report(runs: Runs, target: str, base: str) -> None:
         seeds = sorted(by_seed)
         last = [recall(by_seed[s], target, -1) for s in seeds]
         curve = [recall(by_seed[s], target, None) for s in seeds]
+        found = [by_seed[s][-1].get("positives_per_100", np.nan) for s in seeds]
         labelled = by_seed[seeds[0]][-1]["labelled"]
         print(
             f"{strategy:16s} {labelled} labels, seeds {seeds}: {np.mean(last):.3f} ± {np.std(last):.3f}"
-            f" (per seed {' '.join(f'{v:.2f}' for v in last)}); over rounds {np.mean(curve):.3f} ± {np.std(curve):.3f}"
+            f" (per seed {' '.join(f'{v:.2f}' for v in last)}); over rounds {np.mean(curve):.3f} ± {np.std(curve):.3f};"
+            f" positives per 100 labels {np.mean(found):.1f}"
         )
     for other in runs:
         if base in runs and other != base:
@@ -81,8 +90,9 @@ def main() -> None:
     p.add_argument("runs", type=Path, nargs="+", help="simulate.json files of one manifest")
     p.add_argument("--base", default="lsb-pool", help="the strategy compared with every other")
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
+    p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")
     args = p.parse_args()
-    target, sets = load(args.runs, args.fusion)
+    target, sets = load(args.runs, args.fusion, args.by)
     print(f"recall@80%P of {target}; last round and mean over rounds; mean ± std over seeds")
     for manifest, runs in sets.items():
         print(f"\n{manifest}")

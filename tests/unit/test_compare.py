@@ -26,12 +26,12 @@ def _result(manifest: str, curves: dict[tuple[str, int], list[float]]) -> dict:
     return {"config": {"manifest": manifest, "targets": [TARGET]}, "runs": runs}
 
 
-def _compare(tmp_path: Path, *results: dict) -> list[str]:
+def _compare(tmp_path: Path, *results: dict, options: tuple[str, ...] = ()) -> list[str]:
     paths = []
     for i, result in enumerate(results):
         paths.append(tmp_path / f"{i}.json")
         paths[-1].write_text(json.dumps(result))
-    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, paths)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, paths), *options], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -62,3 +62,12 @@ def test_a_seed_in_two_files_is_refused(tmp_path) -> None:
     path = str(tmp_path / "x.json")
     done = subprocess.run([sys.executable, str(SCRIPT), path, path], capture_output=True, text=True)
     assert done.returncode != 0 and "seed 0 of seals twice" in done.stderr
+
+
+def test_runs_of_one_strategy_under_different_settings_are_told_apart_by_them(tmp_path) -> None:
+    k10 = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.6], ("lsb-pool", 1): [0.0, 0.4]})
+    k5 = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.2], ("lsb-pool", 1): [0.0, 0.6]})
+    k10["config"]["k"], k5["config"]["k"] = 10, 5
+    lines = _compare(tmp_path, k10, k5, options=("--by", "k", "--base", "lsb-pool k=10"))
+    minus = [_figures(line) for line in lines if line.startswith("lsb-pool k=10 minus lsb-pool k=5")]
+    assert minus == [[(0.1, 0.3, 1, 1, 2), (0.05, 0.15, 1, 1, 2)]]
