@@ -131,7 +131,7 @@ def train(
 
     With audio and `train_audio_dropout`, a first model finds the heads that lean on the photo and
     text far more than on the audio; the model returned is trained again, and those heads also
-    learn from rows whose audio is hidden, so that a label the audio does not decide stops
+    learn from silent copies of some rows, so that a label the audio does not decide stops
     over-fitting to it (BENCHMARKS.md, "Heads the audio does not decide")."""
     cfg = fusion_config(config, encoders, settings.fusion)
     batch = collate(features, cfg)
@@ -160,8 +160,9 @@ def _fit(
     settings: Settings,
     hide_audio_for: list[bool] | None = None,
 ) -> VLMAE:
-    """One training run. `hide_audio_for[h]`: head h also learns from rows whose audio is hidden
-    (each step hides it from `train_audio_dropout` of the rows, which the other heads then skip)."""
+    """One training run. `hide_audio_for[h]`: head h also learns from copies of rows with their audio
+    hidden (each step copies `train_audio_dropout` of its rows). The copies are extra: every head
+    still learns from every real row, so a head that needs the audio sees what it would without."""
     torch.manual_seed(settings.seed)
     model = VLMAE(cfg)
     weights = class_weights(ys, has, [multi for _, _, multi in cfg.heads])
@@ -173,16 +174,26 @@ def _fit(
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            sub, sub_has = _index(batch, idx), [m[idx] for m in has]
+            sub, sub_has, sub_ys = _index(batch, idx), [m[idx] for m in has], [y[idx] for y in ys]
             if hide_audio_for:
-                hidden = torch.rand(len(idx), generator=gen) < settings.train_audio_dropout
-                sub = _hide(sub, AUDIO_SIDE, hidden)
-                sub_has = [m if free else m & ~hidden for m, free in zip(sub_has, hide_audio_for, strict=True)]
-            loss = model.loss(model(sub), [y[idx] for y in ys], sub_has, weights)
+                copy = torch.rand(len(idx), generator=gen) < settings.train_audio_dropout
+                sub, sub_has, sub_ys = _with_silent_copies(sub, sub_has, sub_ys, copy, hide_audio_for)
+            loss = model.loss(model(sub), sub_ys, sub_has, weights)
             opt.zero_grad()
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def _with_silent_copies(
+    batch: Batch, has: list[torch.Tensor], ys: list[torch.Tensor], copy: torch.Tensor, free: list[bool]
+) -> tuple[Batch, list[torch.Tensor], list[torch.Tensor]]:
+    """The batch followed by copies of its `copy` rows with their audio hidden; only the `free`
+    heads learn from the copies."""
+    rows = copy.nonzero()[:, 0]
+    silent = _hide(_index(batch, rows), AUDIO_SIDE, torch.ones(len(rows), dtype=torch.bool))
+    has = [torch.cat([m, m[rows] & f]) for m, f in zip(has, free, strict=True)]
+    return _cat(batch, silent), has, [torch.cat([y, y[rows]]) for y in ys]
 
 
 def audio_free_heads(model: VLMAE, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor]) -> list[bool]:
@@ -234,6 +245,14 @@ def _index(batch: Batch, idx: torch.Tensor) -> Batch:
         {k: v[idx] for k, v in batch.tokens.items()},
         {k: v[idx] for k, v in batch.objects.items()},
         {k: v[idx] for k, v in batch.masks.items()},
+    )
+
+
+def _cat(a: Batch, b: Batch) -> Batch:
+    return Batch(
+        {k: torch.cat([v, b.tokens[k]]) for k, v in a.tokens.items()},
+        {k: torch.cat([v, b.objects[k]]) for k, v in a.objects.items()},
+        {k: torch.cat([v, b.masks[k]]) for k, v in a.masks.items()},
     )
 
 
