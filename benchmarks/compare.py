@@ -23,18 +23,20 @@ import numpy as np
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
 
 
-def load(paths: list[Path], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
+def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
     """(target, data set -> runs): files of one manifest are pooled; one target throughout. An arm is
-    named by its strategy and, for each setting in `by`, that setting's value in its file."""
+    named by its strategy and, for each setting in `by`, that setting's value in its file.
+    "FILE:a,b" takes only strategies a and b from FILE (a file that also holds an older version)."""
     sets: dict[str, Runs] = defaultdict(lambda: defaultdict(dict))
     targets = set()
-    for path in paths:
-        result = json.loads(path.read_text())
+    for given in paths:
+        path, _, only = given.partition(":")
+        result = json.loads(Path(path).read_text())
         targets.add(result["config"]["targets"][0])
         runs = sets[result["config"]["manifest"]]
         settings = "".join(f" {key}={result['config'].get(key)}" for key in by)
         for run in result["runs"]:
-            if fusion and run["fusion"] != fusion:
+            if (fusion and run["fusion"] != fusion) or (only and run["strategy"] not in only.split(",")):
                 continue
             arm = run["strategy"] + settings
             if run["seed"] in runs[arm]:
@@ -87,7 +89,7 @@ def report(runs: Runs, target: str, base: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path, nargs="+", help="simulate.json files of one manifest")
+    p.add_argument("runs", nargs="+", help="simulate.json files, each optionally :strategy,... (only those)")
     p.add_argument("--base", default="lsb-pool", help="the strategy compared with every other")
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
     p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")

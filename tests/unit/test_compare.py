@@ -71,3 +71,13 @@ def test_runs_of_one_strategy_under_different_settings_are_told_apart_by_them(tm
     lines = _compare(tmp_path, k10, k5, options=("--by", "k", "--base", "lsb-pool k=10"))
     minus = [_figures(line) for line in lines if line.startswith("lsb-pool k=10 minus lsb-pool k=5")]
     assert minus == [[(0.1, 0.3, 1, 1, 2), (0.05, 0.15, 1, 1, 2)]]
+
+
+def test_a_file_can_lend_only_some_of_its_strategies(tmp_path) -> None:
+    old = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.0], ("seals", 0): [0.0, 0.4]})
+    new = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.6]})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    lines = _compare(tmp_path, new, options=(f"{tmp_path / 'old.json'}:seals",))
+    assert [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")] == [
+        [(0.2, 0.0, 1, 0, 1), (0.1, 0.0, 1, 0, 1)]
+    ]
