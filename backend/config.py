@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     train_max_steps: int = 120
     train_batch_size: int = 64
     train_lr: float = 3e-3
-    # For heads that lean on photo and text, not on audio: the share of training rows they also
-    # learn from a copy of with the audio hidden (0: off). Without it, such a label paid 1-2 points of macro-F1 for the
-    # audio (BENCHMARKS.md, "Heads the audio does not decide").
+    # For heads that lean on photo and text, not on audio: the share of each step's rows copied
+    # with the audio hidden, for those heads to learn from too (0: off). Without it, such a label
+    # paid 1-2 points of macro-F1 for the audio (BENCHMARKS.md, "Heads the audio does not decide").
     train_audio_dropout: float = 0.5
     seed: int = 0
 
