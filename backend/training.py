@@ -142,7 +142,7 @@ def train(
     if settings.train_audio_dropout > 0 and cfg.fusion != "none" and _audio_rows(batch).any():
         free = audio_free_heads(model, batch, ys, has)
         if any(free):
-            model = _fit(cfg, batch, ys, has, settings, hide_audio_for=free)
+            model = _fit(cfg, batch, ys, has, settings, silent_copies_for=free)
     without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
     log.info(
         "trained on %d tasks, %d epochs in %.2fs; heads also trained without audio: %s",
@@ -158,9 +158,9 @@ def _fit(
     ys: list[torch.Tensor],
     has: list[torch.Tensor],
     settings: Settings,
-    hide_audio_for: list[bool] | None = None,
+    silent_copies_for: list[bool] | None = None,
 ) -> VLMAE:
-    """One training run. `hide_audio_for[h]`: head h also learns from copies of rows with their audio
+    """One training run. `silent_copies_for[h]`: head h also learns from copies of rows with their audio
     hidden (each step copies `train_audio_dropout` of its rows). The copies are extra: every head
     still learns from every real row, so a head that needs the audio sees what it would without."""
     torch.manual_seed(settings.seed)
@@ -175,9 +175,9 @@ def _fit(
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             sub, sub_has, sub_ys = _index(batch, idx), [m[idx] for m in has], [y[idx] for y in ys]
-            if hide_audio_for:
+            if silent_copies_for:
                 copy = torch.rand(len(idx), generator=gen) < settings.train_audio_dropout
-                sub, sub_has, sub_ys = _with_silent_copies(sub, sub_has, sub_ys, copy, hide_audio_for)
+                sub, sub_has, sub_ys = _with_silent_copies(sub, sub_has, sub_ys, copy, silent_copies_for)
             loss = model.loss(model(sub), sub_ys, sub_has, weights)
             opt.zero_grad()
             loss.backward()

@@ -179,7 +179,7 @@ def test_the_head_the_audio_decides_learns_as_well_with_silent_copies():
     cfg, feats, ys = _two_heads(np.random.default_rng(5), 64)
     batch, has = collate(feats, cfg), [torch.ones(64, dtype=torch.bool)] * 2
     settings = Settings(seed=0, train_audio_dropout=1.0)
-    model = _fit(cfg, batch, ys, has, settings, hide_audio_for=[True, False])
+    model = _fit(cfg, batch, ys, has, settings, silent_copies_for=[True, False])
     policy, category = (model(batch)[h].argmax(-1) == ys[h].argmax(-1) for h in (1, 0))
     assert policy.float().mean() > 0.9 and category.float().mean() > 0.9
     silent = model(_hide(batch, AUDIO_SIDE, torch.ones(64, dtype=torch.bool)))[0].argmax(-1)
