@@ -8,6 +8,7 @@ import os
 from typing import get_args
 
 from backend.config import Settings, get_settings
+from backend.errors import BroadenError
 
 
 def _logging(level: str) -> None:
@@ -152,7 +153,10 @@ def demo_data(args: argparse.Namespace) -> None:
 def simulate(args: argparse.Namespace) -> None:
     from backend import simulate as sim
 
-    sim.run(args)
+    try:
+        sim.run(args)
+    except BroadenError as e:  # a bad manifest, config or option: say which, no traceback
+        raise SystemExit(f"broaden simulate: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

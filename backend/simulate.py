@@ -32,6 +32,7 @@ from tqdm import tqdm
 from backend import __version__
 from backend.config import Settings
 from backend.encoders import Encoders, load_encoders
+from backend.errors import BroadenError
 from backend.features import TaskFeatures
 from backend.labelconfig import LabelConfig, parse_label_config
 from backend.predictor import Predictor, forward
@@ -54,6 +55,48 @@ class Dataset:
     labels: list[Labels]
     splits: list[str | None]
     tags: list[list[str]]
+
+
+class ManifestError(BroadenError):
+    """A manifest (or its label config, or the options) that `broaden simulate` cannot replay."""
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """One JSON object a line; a line that is not one, or whose fields have the wrong type, names
+    itself in the error rather than failing somewhere later."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ManifestError(f"cannot read the manifest: {e}") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{n}: not JSON ({e.msg}, column {e.colno})") from None
+        if problem := _record_problem(record):
+            raise ManifestError(f"{path}:{n}: {problem}")
+        records.append(record)
+    if not records:
+        raise ManifestError(f"{path}: no items")
+    return records
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    label = record.get("label")
+    if label is not None and not isinstance(label, str | dict):
+        return 'label must be a string or an object {"control": "Label" or ["Label", ...]}'
+    if record.get("split") not in (None, "pool", "test"):
+        return f'split must be "pool" or "test", got {record["split"]!r}'
+    if not isinstance(record.get("tags") or [], list):
+        return "tags must be a list"
+    if bad := [k for k in KINDS if record.get(k) is not None and not isinstance(record[k], str)]:
+        return f"{', '.join(bad)} must be a path or URL (a string)"
+    return None
 
 
 def _labels_of(raw: Any, config: LabelConfig) -> Labels:
@@ -88,7 +131,7 @@ def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
     if explicit.strip():
         ordered = list(dict.fromkeys(tuple(p.strip().split(":", 1)) for p in explicit.split(",") if ":" in p))
         if unknown := set(ordered) - {(c.name, lab) for c in ds.config.controls for lab in c.labels}:
-            raise ValueError(f"targets not in the label config: {sorted(unknown)}")
+            raise ManifestError(f"targets not in the label config: {sorted(unknown)}")
         return ordered  # type: ignore[return-value]
     found = target_labels(ds.config, pool_labels, "")
     if not found:  # nothing rare: hunt the least frequent label of the first control instead
@@ -153,6 +196,8 @@ class _Run:
             test = np.zeros(len(ds.labels), dtype=bool)
             test[rng.permutation(len(test))[: round(HOLDOUT * len(test))]] = True
         pool_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
+        if len(pool_rows) == 0 or len(test_rows) == 0:
+            raise ManifestError(f"{len(pool_rows)} pool and {len(test_rows)} test items usable: need some of each")
         labelled = np.zeros(len(pool_rows), dtype=bool)
         labelled[rng.choice(len(pool_rows), size=min(seed_size, len(pool_rows)), replace=False)] = True
         return cls(ds, pool_rows, test_rows, labelled)
@@ -361,9 +406,12 @@ def provenance(encoders: Encoders) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     manifest = Path(args.manifest).resolve()
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    records = read_manifest(manifest)
     xml_path = Path(args.label_config or manifest.parent / "label_config.xml")
-    config = parse_label_config(xml_path.read_text())
+    try:
+        config = parse_label_config(xml_path.read_text())
+    except OSError as e:
+        raise ManifestError(f"cannot read the label config: {e} (give one with --label-config)") from None
     base = Settings()
     roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent)]))  # relative paths resolve here
     chosen = {"train_epochs": args.epochs, "lsb_k": args.k, "lsb_threshold": args.threshold, "lsb_share": args.share}
@@ -376,6 +424,8 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     encoders = encoders or load_encoders(base)
     with redis_client(base.redis_url) as r:
         ds = load_dataset(records, config, Predictor(base, encoders, r))
+    if not ds.labels:
+        raise ManifestError("no item could be read and carries a label of the config (see the log)")
     targets = resolve_targets(ds, args.targets or base.targets)
     log.info("%d of %d items usable; targets %s", len(ds.labels), len(records), targets)
     skip = ("func", "command")

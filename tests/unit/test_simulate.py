@@ -102,3 +102,44 @@ def test_recall_at_precision() -> None:
     assert simulate.recall_at_precision(scores, np.zeros(6, dtype=bool)) == 0.0
     tied = np.full(6, 0.5)  # one threshold only: precision 1/2 everywhere
     assert simulate.recall_at_precision(tied, truth) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"image": "a.png", "label": ', "m.jsonl:2: not JSON"),
+        ('["a.png", "OK"]', "m.jsonl:2: expected a JSON object, got list"),
+        ('{"image": "a.png", "label": 3}', "m.jsonl:2: label must be a string or an object"),
+        ('{"image": "a.png", "label": "OK", "split": "train"}', 'split must be "pool" or "test"'),
+        ('{"audio": 7, "label": "OK"}', "audio must be a path or URL"),
+        ('{"text": "hi", "label": "OK", "tags": "rare"}', "tags must be a list"),
+    ],
+)
+def test_a_bad_manifest_line_is_named_and_nothing_runs(tmp_path: Path, line: str, says: str, capsys) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"text": "fine", "label": "OK"}\n' + line + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["simulate", str(manifest), "--out", str(tmp_path / "out")])
+    assert str(exit_.value).startswith("broaden simulate: ") and says in str(exit_.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_manifest_or_config_is_a_message(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="cannot read the manifest"):
+        cli.main(["simulate", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "out")])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"text": "fine", "label": "OK"}\n')
+    with pytest.raises(SystemExit, match="cannot read the label config"):
+        cli.main(["simulate", str(manifest), "--out", str(tmp_path / "out")])
+    (tmp_path / "label_config.xml").write_text("<View><Text name='t' value='$text'/></View>")
+    with pytest.raises(SystemExit, match="broaden simulate: .*Choices"):
+        cli.main(["simulate", str(manifest), "--out", str(tmp_path / "out")])
+
+
+def test_no_test_items_is_a_message(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
+    pool_only = manifest.with_name("pool-only.jsonl")  # beside the media its relative paths name
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    pool_only.write_text("".join(json.dumps(r | {"split": "pool"}) + "\n" for r in records))
+    with pytest.raises(simulate.ManifestError, match="24 pool and 0 test items"):
+        _simulate(pool_only, tmp_path / "out", redis_url, encoders, monkeypatch)
+    assert not (tmp_path / "out").exists()
