@@ -109,6 +109,8 @@ def backfill(args: argparse.Namespace) -> None:
     from workers.enqueue import enqueue, queue
 
     settings = get_settings()
+    if not settings.label_studio_url:
+        raise SystemExit("broaden backfill: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY first")
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in ls.tasks(settings, args.project))
     jobs = []
@@ -153,10 +155,7 @@ def demo_data(args: argparse.Namespace) -> None:
 def simulate(args: argparse.Namespace) -> None:
     from backend import simulate as sim
 
-    try:
-        sim.run(args)
-    except BroadenError as e:  # a bad manifest, config or option: say which, no traceback
-        raise SystemExit(f"broaden simulate: {e}") from None
+    sim.run(args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     _logging(get_settings().log_level)
-    args.func(args)
+    try:
+        args.func(args)
+    except BroadenError as e:  # bad input or an unreachable service: say what, without a traceback
+        raise SystemExit(f"broaden {args.command}: {e}") from None
 
 
 if __name__ == "__main__":

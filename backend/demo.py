@@ -24,6 +24,8 @@ import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
+from backend.errors import BroadenError
+
 log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -212,6 +214,10 @@ VARIANTS = ["", "f2", "f3", "f4", "m3", "m4", "m7"]
 APT_HINT = "sudo apt-get install espeak-ng dataset-fashion-mnist"
 
 
+class DemoDataError(BroadenError):
+    """The demo set cannot be built: a bad option, or a system package missing."""
+
+
 def _read_idx(path: Path) -> np.ndarray:
     """Read a gzipped idx file (big-endian header: magic, then one uint32 per dimension)."""
     raw = gzip.decompress(path.read_bytes())
@@ -225,7 +231,7 @@ def load_fashion_mnist(data_dir: Path, part: str) -> tuple[np.ndarray, np.ndarra
     files = [data_dir / f"{part}-images-idx3-ubyte.gz", data_dir / f"{part}-labels-idx1-ubyte.gz"]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise RuntimeError(f"Fashion-MNIST files missing ({', '.join(missing)}); install with: {APT_HINT}")
+        raise DemoDataError(f"Fashion-MNIST files missing ({', '.join(missing)}); install with: {APT_HINT}")
     return _read_idx(files[0]), _read_idx(files[1])
 
 
@@ -239,11 +245,11 @@ def _espeak_names(kind: str) -> set[str]:
 def available_voices() -> list[str]:
     """espeak-ng voice strings to draw from; checked up front because unknown names fall back silently."""
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError(f"espeak-ng not found on PATH; install with: {APT_HINT}")
+        raise DemoDataError(f"espeak-ng not found on PATH; install with: {APT_HINT}")
     langs, variants = _espeak_names("en"), _espeak_names("variant")
     voices = [v for v in VOICES if v in langs]
     if not voices:
-        raise RuntimeError(f"espeak-ng has none of the English voices {VOICES}")
+        raise DemoDataError(f"espeak-ng has none of the English voices {VOICES}")
     return [v + (f"+{x}" if x else "") for v in voices for x in VARIANTS if not x or x in variants]
 
 
@@ -342,11 +348,11 @@ def build_demo(
 ) -> Path:
     """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path."""
     if n_items < 4:
-        raise ValueError("n_items must be at least 4 (both splits need a violation and an OK item)")
+        raise DemoDataError("n_items must be at least 4 (both splits need a violation and an OK item)")
     if not 0 < violation_rate < 1:
-        raise ValueError("violation_rate must be between 0 and 1")
+        raise DemoDataError("violation_rate must be between 0 and 1")
     if phrasings not in PHRASINGS:
-        raise ValueError(f"phrasings must be one of {', '.join(PHRASINGS)}")
+        raise DemoDataError(f"phrasings must be one of {', '.join(PHRASINGS)}")
     voice_overs = {split: composed(split) if phrasings == "composed" else {} for split in TEMPLATES}
     voices = available_voices()
     data = {"pool": load_fashion_mnist(data_dir, "train"), "test": load_fashion_mnist(data_dir, "t10k")}

@@ -62,7 +62,7 @@ def _http(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     try:
         response = httpx.request(method, url, headers=auth_headers(settings), timeout=API_TIMEOUT_S, **kwargs)
     except httpx.HTTPError as e:
-        raise LabelStudioUnavailable(f"{method} {path}: {type(e).__name__}") from e
+        raise LabelStudioUnavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
     if response.status_code >= 400:
         raise LabelStudioUnavailable(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
     return response.json() if response.content else None

@@ -126,7 +126,7 @@ def test_composed_phrasings_vary_the_voice_overs(tmp_path: Path) -> None:
         else:
             expected = "lookalike" if "payment_lookalike" in r["tags"] else "ok"
         assert [k for k, sentences in kinds.items() if said[r["id"]] in sentences] == [expected], said[r["id"]]
-    with pytest.raises(ValueError, match="phrasings"):
+    with pytest.raises(demo.DemoDataError, match="phrasings"):
         demo.build_demo(tmp_path, n_items=N_ITEMS, phrasings="poetic")
 
 
@@ -139,13 +139,13 @@ def test_same_seed_same_set(built: Path, tmp_path: Path) -> None:
 
 
 def test_missing_fashion_mnist_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="apt-get install"):
+    with pytest.raises(demo.DemoDataError, match="apt-get install"):
         demo.build_demo(tmp_path / "out", n_items=N_ITEMS, data_dir=tmp_path / "nowhere")
 
 
 def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
+    with pytest.raises(demo.DemoDataError, match="apt-get install espeak-ng"):
         demo.build_demo(tmp_path / "out", n_items=N_ITEMS)
 
 
@@ -155,5 +155,5 @@ def test_plan_puts_the_violation_rate_in_each_split(rate: float) -> None:
     for split in ("pool", "test"):
         members = [p for p in plan if p["split"] == split]
         assert sum(p["violation"] for p in members) == max(1, round(len(members) * rate))
-    with pytest.raises(ValueError, match="violation_rate"):
+    with pytest.raises(demo.DemoDataError, match="violation_rate"):
         demo.build_demo(Path("unused"), n_items=8, violation_rate=1.0)
