@@ -7,7 +7,9 @@ import logging
 import os
 from typing import get_args
 
-from backend.config import Settings, get_settings
+from pydantic import ValidationError
+
+from backend.config import Settings, describe, get_settings
 from backend.errors import BroadenError
 
 
@@ -209,7 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=simulate)
 
     args = parser.parse_args(argv)
-    _logging(get_settings().log_level)
+    try:
+        _logging(get_settings().log_level)
+    except ValidationError as e:
+        raise SystemExit(f"broaden {args.command}: bad setting: {describe(e)}") from None
     try:
         args.func(args)
     except BroadenError as e:  # bad input or an unreachable service: say what, without a traceback

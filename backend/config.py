@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Fusion = Literal["attention", "mean", "none"]
@@ -96,3 +96,14 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe(error: ValidationError) -> str:
+    """A settings error as the environment variables to fix, e.g. "BROADEN_LSB_K='abc': Input should be ..."."""
+    problems = []
+    for e in error.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
+        alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+        name = alias.choices[0] if isinstance(alias, AliasChoices) else f"BROADEN_{field.upper()}"
+        problems.append(f"{name}={e.get('input')!r}: {e['msg']}")
+    return "; ".join(problems)

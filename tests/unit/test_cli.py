@@ -33,3 +33,10 @@ def test_backfill_with_label_studio_down_names_the_url(settings_from_env) -> Non
     settings_from_env.setenv("LABEL_STUDIO_API_KEY", "a-legacy-token")
     with pytest.raises(SystemExit, match=r"^broaden backfill: GET http://127\.0\.0\.1:9/api/tasks"):
         cli.main(["backfill", "--project", "1"])
+
+
+def test_a_bad_setting_names_the_variable(settings_from_env) -> None:
+    settings_from_env.setenv("BROADEN_LSB_K", "ten")
+    settings_from_env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(SystemExit, match=r"^broaden status: bad setting: BROADEN_LSB_K='ten': .*integer"):
+        cli.main(["status"])
