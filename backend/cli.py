@@ -112,7 +112,7 @@ def backfill(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     if not settings.label_studio_url:
-        raise SystemExit("broaden backfill: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY first")
+        raise BroadenError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY first")
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in ls.tasks(settings, args.project))
     jobs = []
