@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import shutil
@@ -62,7 +61,9 @@ def training_footer(seeds: list[int], manifest: Path, started: float, load: tupl
 def speech_records(manifest: Path, ds: Any) -> list[dict] | None:
     """The manifest's items, one per dataset row, when every item encoded and records what its
     voice-over says (`speech`, written by `broaden demo-data`); else None."""
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    from backend.simulate import read_manifest
+
+    records = read_manifest(manifest)
     return records if len(records) == len(ds.features) and all("speech" in r for r in records) else None
 
 
@@ -156,12 +157,12 @@ def encoded_demo(manifest: Path | None) -> tuple[Path, Any, Any, Any, list[int],
     from backend.encoders import load_encoders
     from backend.labelconfig import parse_label_config
     from backend.predictor import Predictor
-    from backend.simulate import load_dataset, redis_client
+    from backend.simulate import load_dataset, read_manifest, redis_client
 
     manifest = manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
     settings = Settings(media_roots=str(manifest.parent.resolve()))
     encoders = load_encoders(settings)
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    records = read_manifest(manifest)
     config = parse_label_config((manifest.parent / "label_config.xml").read_text())
     with redis_client(settings.redis_url) as r:
         ds = load_dataset(records, config, Predictor(settings, encoders, r))
