@@ -115,7 +115,7 @@ def test_recall_at_precision() -> None:
         ('{"text": "hi", "label": "OK", "tags": "rare"}', "tags must be a list"),
     ],
 )
-def test_a_bad_manifest_line_is_named_and_nothing_runs(tmp_path: Path, line: str, says: str, capsys) -> None:
+def test_a_bad_manifest_line_is_named_and_nothing_runs(tmp_path: Path, line: str, says: str) -> None:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"text": "fine", "label": "OK"}\n' + line + "\n")
     with pytest.raises(SystemExit) as exit_:
