@@ -12,6 +12,7 @@ import pytest
 
 from backend import cli, demo, simulate
 from backend.config import Settings
+from backend.labelconfig import parse_label_config
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or not (demo.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
@@ -143,3 +144,16 @@ def test_no_test_items_is_a_message(manifest, tmp_path, redis_url, encoders, mon
     with pytest.raises(simulate.ManifestError, match="24 pool and 0 test items"):
         _simulate(pool_only, tmp_path / "out", redis_url, encoders, monkeypatch)
     assert not (tmp_path / "out").exists()
+
+
+def test_targets_are_checked_against_the_config() -> None:
+    config = parse_label_config(
+        "<View><Text name='t' value='$text'/>"
+        "<Choices name='policy' toName='t'><Choice value='OK'/><Choice value='Violation'/></Choices></View>"
+    )
+    labels = [[["OK"]], [["OK"]], [["OK"]], [["Violation"]]]
+    ds = simulate.Dataset(config, [{}] * 4, labels, ["pool"] * 4, [[]] * 4)
+    assert simulate.resolve_targets(ds, "policy:Violation") == [("policy", "Violation")]
+    assert simulate.resolve_targets(ds, "") == [("policy", "Violation")]  # the least frequent
+    with pytest.raises(simulate.ManifestError, match=r"targets not in the label config: \[\('policy', 'Fraud'\)\]"):
+        simulate.resolve_targets(ds, "policy:Violation,policy:Fraud")
