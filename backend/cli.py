@@ -111,8 +111,6 @@ def backfill(args: argparse.Namespace) -> None:
     from workers.enqueue import enqueue, queue
 
     settings = get_settings()
-    if not settings.label_studio_url:
-        raise BroadenError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY first")
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in ls.tasks(settings, args.project))
     jobs = []

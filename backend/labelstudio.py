@@ -21,12 +21,15 @@ def _client(url: str, api_key: str) -> Any:
     return LabelStudio(base_url=url, api_key=api_key, timeout=API_TIMEOUT_S)
 
 
-def client(settings: Settings) -> Any:
+def _connection(settings: Settings) -> tuple[str, str]:
+    """(base URL, API key), or a clear error when either is not configured."""
     if not settings.label_studio_url or not settings.label_studio_api_key:
-        raise LabelStudioUnavailable(
-            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set for broaden to read from Label Studio"
-        )
-    return _client(settings.label_studio_url.rstrip("/"), settings.label_studio_api_key.get_secret_value())
+        raise LabelStudioUnavailable("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for broaden to reach Label Studio")
+    return settings.label_studio_url.rstrip("/"), settings.label_studio_api_key.get_secret_value()
+
+
+def client(settings: Settings) -> Any:
+    return _client(*_connection(settings))
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
@@ -58,7 +61,7 @@ def _http(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     """A plain API call for the endpoints the SDK does not wrap (Data Manager actions, views)."""
     import httpx
 
-    url = f"{(settings.label_studio_url or '').rstrip('/')}{path}"
+    url = _connection(settings)[0] + path
     try:
         response = httpx.request(method, url, headers=auth_headers(settings), timeout=API_TIMEOUT_S, **kwargs)
     except httpx.HTTPError as e:
