@@ -61,7 +61,7 @@ def training_footer(seeds: list[int], manifest: Path, started: float, load: tupl
 def speech_records(manifest: Path, ds: Any) -> list[dict] | None:
     """The manifest's items, one per dataset row, when every item encoded and records what its
     voice-over says (`speech`, written by `broaden demo-data`); else None."""
-    from backend.simulate import read_manifest
+    from backend.lab.simulate import read_manifest
 
     records = read_manifest(manifest)
     return records if len(records) == len(ds.features) and all("speech" in r for r in records) else None
@@ -72,7 +72,7 @@ def with_speech(ds: Any, said: list[Any] | None = None, frames: bool = True) -> 
     row), and without its sound frames unless `frames`."""
     from dataclasses import replace
 
-    from backend.features import SPEECH_SUFFIX
+    from backend.model.features import SPEECH_SUFFIX
 
     names = {name for f in ds.features for name in f}
     audio = {name for name in names if name + SPEECH_SUFFIX in names}  # audio objects with a speech twin
@@ -143,7 +143,7 @@ def demo_set(demo_dir: Path, n_items: int) -> Path:
     manifest = demo_dir / "manifest.jsonl"
     if manifest.exists() and len(manifest.read_text().splitlines()) >= n_items:
         return demo_dir
-    from backend.demo import build_demo
+    from backend.lab.demo import build_demo
 
     out(f"building a demo set of {n_items} items in {demo_dir} ...")
     build_demo(demo_dir, n_items=n_items, seed=0)
@@ -154,10 +154,10 @@ def encoded_demo(manifest: Path | None) -> tuple[Path, Any, Any, Any, list[int],
     """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
     through the backend's cache; by default a 480-item demo set under /tmp."""
     from backend.config import Settings
-    from backend.encoders import load_encoders
-    from backend.labelconfig import parse_label_config
-    from backend.predictor import Predictor
-    from backend.simulate import load_dataset, read_manifest, redis_client
+    from backend.lab.simulate import load_dataset, read_manifest, redis_client
+    from backend.labelstudio.labelconfig import parse_label_config
+    from backend.model.encoders import load_encoders
+    from backend.model.predictor import Predictor
 
     manifest = manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
     settings = Settings(media_roots=str(manifest.parent.resolve()))

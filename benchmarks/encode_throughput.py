@@ -58,7 +58,7 @@ class EncodeClock:
     def __init__(self, encoders: Any) -> None:
         self.total, self.depth = 0.0, 0
         for kind in KINDS:
-            encoder = encoders.for_kind(kind)
+            encoder = encoders.for_modality(kind)
             encoder.encode = self._timed(encoder.encode)  # instance attribute shadows the method
 
     def _timed(self, encode: Any) -> Any:
@@ -117,7 +117,7 @@ def demo_tasks(demo_dir: Path, n: int) -> list[dict[str, Any]]:
 
 def bare_inputs(tasks: list[dict[str, Any]], settings: Any, encoders: Any) -> BareInputs:
     """Decode every task's media once, with broaden's own decoders, keeping one copy per content digest."""
-    from backend.media import decode_audio, decode_image, decode_text
+    from backend.model.media import decode_audio, decode_image, decode_text
 
     raw_of = {
         "image": lambda t: Path(t["data"]["image"]).read_bytes(),
@@ -166,11 +166,11 @@ def run_pipeline(
 
 
 def run_bare(encoders: Any, inputs: BareInputs) -> dict[str, float]:
-    from backend.features import ENCODE_BATCH
+    from backend.model.features import ENCODE_BATCH
 
     took = {}
     for kind in KINDS:
-        encoder, media = encoders.for_kind(kind), inputs.media[kind]
+        encoder, media = encoders.for_modality(kind), inputs.media[kind]
         started = time.perf_counter()
         for start in range(0, len(media), ENCODE_BATCH):
             encoder.encode(media[start : start + ENCODE_BATCH])
@@ -180,9 +180,9 @@ def run_bare(encoders: Any, inputs: BareInputs) -> dict[str, float]:
 
 def interleaved(args: argparse.Namespace, redis_url: str) -> tuple[Runs, BareInputs, int]:
     from backend.config import Settings
-    from backend.encoders import load_encoders
-    from backend.labelconfig import parse_label_config
-    from backend.predictor import Predictor
+    from backend.labelstudio.labelconfig import parse_label_config
+    from backend.model.encoders import load_encoders
+    from backend.model.predictor import Predictor
 
     demo_dir = demo_set(args.demo_dir.resolve(), args.items)
     tasks = demo_tasks(demo_dir, args.items)

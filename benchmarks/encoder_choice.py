@@ -41,8 +41,8 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, p
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from backend import demo
-from backend.encoders import (
+from backend.lab import demo
+from backend.model.encoders import (
     Array,
     EfficientNetLiteEncoder,
     WhisperCT2Encoder,

@@ -1,7 +1,7 @@
 """What makes the fusion layer learn an audio-only label from few labels: an ablation of VLMAE's
 training choices on the demo set's policy label (said only in the voice-over).
 
-Each variant trains the real model (backend.training.train) on the same random subsets of the pool
+Each variant trains the real model (backend.model.training.train) on the same random subsets of the pool
 split (5 seeds per size) and is scored on the held-out test split, whose wordings the pool never
 uses. Variants switch off, one at a time, what broaden does by default:
 
@@ -27,9 +27,9 @@ from common import encoded_demo, ensure_malloc_env, out, training_footer
 
 from backend import model as model_module
 from backend import training
-from backend.features import SPEECH_SUFFIX
-from backend.predictor import forward
-from backend.simulate import macro_f1, recall_at_precision
+from backend.lab.simulate import macro_f1, recall_at_precision
+from backend.model.features import SPEECH_SUFFIX
+from backend.model.predictor import forward
 
 SQRT_WEIGHTS = training.class_weights  # broaden's: inverse square root of label frequency
 

@@ -25,8 +25,8 @@ from common import encoded_demo, ensure_malloc_env, out, subset_args, training_f
 
 from backend import model as model_module
 from backend import training
-from backend.model import VLMAE, Batch, _masked_mean, collate
-from backend.simulate import macro_f1, recall_at_precision
+from backend.lab.simulate import macro_f1, recall_at_precision
+from backend.model.vlmae import VLMAE, Batch, _masked_mean, collate
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from backend.index import EXACT_MAX, NPROBE, VectorIndex, normalise
+from backend.ranking.index import EXACT_MAX, NPROBE, VectorIndex, normalise
 
 ROOT = Path(__file__).resolve().parent.parent
 D, Q, K = 256, 100, 10

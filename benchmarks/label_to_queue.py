@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noqa: E402
 
-from backend.demo import build_demo  # noqa: E402
+from backend.lab.demo import build_demo  # noqa: E402
 
 CONFIG = (ROOT / "label_config.xml").read_text()
 
@@ -145,11 +145,11 @@ def main() -> None:
     }
     procs = [
         start(
-            [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
+            [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
             env,
             work / "backend.log",
         ),
-        start([sys.executable, "-m", "backend.cli", "worker"], env, work / "worker.log"),
+        start([sys.executable, "-m", "broaden.cli", "worker"], env, work / "worker.log"),
     ]
     backend_url = f"http://127.0.0.1:{backend_port}"
     try:

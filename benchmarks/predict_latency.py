@@ -1,6 +1,6 @@
 """Latency of `POST /predict` on the real backend, over loopback HTTP.
 
-Starts its own redis-server (unless --redis-url is given) and `python -m backend.cli serve`
+Starts its own redis-server (unless --redis-url is given) and `python -m broaden.cli serve`
 in a subprocess, builds (or reuses) a demo set, then times batches of 1 and 100 tasks:
 
   uncached  every broaden:ref:* and broaden:feat:* key is deleted before each repetition, so
@@ -83,7 +83,7 @@ def wait_until(check: Any, timeout_s: float, what: str) -> None:
 
 @contextmanager
 def backend_server(port: int, redis_url: str, media_root: Path, log_path: Path) -> Iterator[str]:
-    """`python -m backend.cli serve` in a subprocess; yields its base URL once /health answers."""
+    """`python -m broaden.cli serve` in a subprocess; yields its base URL once /health answers."""
     env = {
         **os.environ,
         **MALLOC_ENV,
@@ -94,7 +94,7 @@ def backend_server(port: int, redis_url: str, media_root: Path, log_path: Path) 
     }
     for key in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
         env.pop(key, None)  # a plain local backend: no auth, no Label Studio round trips
-    cmd = [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -166,8 +166,8 @@ def annotated(task: dict[str, Any]) -> dict[str, Any]:
 def fit_model(redis_url: str, demo_dir: Path, tasks: list[dict[str, Any]], config_xml: str) -> str:
     """Train the project's model here, as a worker would, so the server only has to load it."""
     from backend.config import Settings
-    from backend.encoders import load_encoders
-    from backend.predictor import Predictor
+    from backend.model.encoders import load_encoders
+    from backend.model.predictor import Predictor
 
     settings = Settings(redis_url=redis_url, media_roots=str(demo_dir))
     r = redis.Redis.from_url(redis_url)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from common import code_version, cpu_model, out
 
-from backend.strategies import STRATEGIES, Pool
+from backend.ranking.strategies import STRATEGIES, Pool
 
 
 def project(n: int, rng: np.random.Generator) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 from common import encoded_demo, ensure_malloc_env, out, training_footer
 from fusion_variants import train_and_score
 
-from backend.training import training_epochs
+from backend.model.training import training_epochs
 
 UNCAPPED = 10**9  # 60 epochs whatever the number of labels: broaden before the step budget
 

@@ -17,7 +17,7 @@ from common import encoded_demo, ensure_malloc_env, out, speech_records, subset_
 from fusion_variants import train_and_score
 
 from backend import encoders as enc_module
-from backend.media import decode_audio
+from backend.model.media import decode_audio
 
 SETTINGS = {  # name -> (seconds of silence after the clip, beam size)
     "the clip alone, greedy (before)": (0, 1),

@@ -75,7 +75,7 @@ def main() -> None:
         "BROADEN_LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(http_port)],
+        [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(http_port)],
         env=env,
         stdout=open(work / "serve.log", "wb"),
         stderr=subprocess.STDOUT,

@@ -63,7 +63,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 def encoders():
     """The real packaged encoders, loaded once for the session."""
     from backend.config import Settings
-    from backend.encoders import load_encoders
+    from backend.model.encoders import load_encoders
 
     return load_encoders(Settings())
 
@@ -71,7 +71,7 @@ def encoders():
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory):
     """A small demo set built by the same code as `broaden demo-data`."""
-    from backend.demo import build_demo
+    from backend.lab.demo import build_demo
 
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, n_items=16, seed=0)

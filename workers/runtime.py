@@ -1,18 +1,36 @@
-"""What a worker process loads once and every job reuses: settings, Redis, the predictor."""
+"""The worker process's runtime: built once before the first job, then handed to every job.
+
+RQ calls a job as a plain function of its arguments (ids only), so the job entry points in
+`workers.jobs` look the process's runtime up here and pass it on explicitly; nothing below
+them reaches for a global.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import redis
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from backend.config import get_settings
-from backend.encoders import load_encoders
-from backend.predictor import Predictor
+from backend.runtime import Runtime
+
+_current: Runtime | None = None
 
 
-@lru_cache(maxsize=1)
-def predictor() -> Predictor:
-    settings = get_settings()
-    r = redis.Redis.from_url(settings.redis_url)
-    return Predictor(settings, load_encoders(settings), r)
+def current() -> Runtime:
+    """This process's runtime; built from the environment on first use if the process did not install one."""
+    global _current
+    if _current is None:
+        _current = Runtime.build(get_settings())
+    return _current
+
+
+@contextmanager
+def installed(runtime: Runtime) -> Iterator[Runtime]:
+    """Run jobs in this process with `runtime` (a worker's start-up, or a test's real worker);
+    the previous one is back on exit."""
+    global _current
+    previous, _current = _current, runtime
+    try:
+        yield runtime
+    finally:
+        _current = previous

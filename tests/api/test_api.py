@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app import create_app
 from backend.config import Settings
-from backend.predictor import PREDICT_CHUNK, Predictor
+from backend.model.predictor import PREDICT_CHUNK, Predictor
+from backend.runtime import Runtime
+from backend.web.app import create_app
 
 CONFIG = Path("label_config.xml").read_text()
 
@@ -37,7 +38,7 @@ def settings(redis_url, demo_dir, tmp_path) -> Settings:
 
 @pytest.fixture
 def client(settings, encoders, r):
-    app = create_app(settings, Predictor(settings, encoders, r))
+    app = create_app(settings, Runtime.build(settings, r, encoders))
     with TestClient(app) as c:
         yield c
 
@@ -122,7 +123,7 @@ def test_empty_task_list_gives_empty_results(client):
 
 def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
     settings = with_auth(settings, "u", "p")
-    with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
+    with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
         assert c.post("/webhook", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
         assert c.post("/webhook", json={"project": {"id": 1}}).status_code == 422
         assert c.post("/webhook", json={"action": "PROJECT_CREATED", "project": {"id": 4}}).json() == {
@@ -138,7 +139,7 @@ def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
 
 def test_basic_auth(settings, encoders, r):
     settings = with_auth(settings, "admin", "s3cret")
-    with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
+    with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
         assert c.get("/health").status_code == 401
         assert c.get("/health", auth=("admin", "wrong")).status_code == 401
         token = base64.b64encode(b"admin:s3cret").decode()
@@ -156,14 +157,14 @@ def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r,
     )
     tasks = demo_tasks(demo_dir) * 20  # 320 tasks: several chunks
     tasks = [{**t, "id": i} for i, t in enumerate(tasks, start=1)]
-    with TestClient(create_app(settings, Predictor(settings, encoders, r))) as c:
+    with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
         c.post("/setup", json={"project": 8, "schema": CONFIG})
         results = c.post("/predict", json={"tasks": tasks, "project": 8}).json()["results"]
     assert len(results) == len(tasks)
     chunk = PREDICT_CHUNK  # budget 0: the first chunk is answered, the rest deferred
     assert all(res["result"] for res in results[:chunk]) and not any(res["result"] for res in results[chunk:])
-    from backend.state import ProjectMirror
-    from workers.enqueue import queue
+    from backend.queue.producer import queue
+    from backend.store.state import ProjectMirror
 
     assert ProjectMirror(r, 8).hints()[0] == list(range(chunk + 1, len(tasks) + 1))
     assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
@@ -174,7 +175,7 @@ def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, e
 
     from PIL import Image
 
-    from backend.labelconfig import parse_label_config
+    from backend.labelstudio.labelconfig import parse_label_config
 
     task = demo_tasks(demo_dir)[0]
     image = tmp_path / "photo.png"
@@ -195,7 +196,7 @@ def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, e
 def test_fit_on_annotated_tasks_changes_the_model_version(settings, encoders, r, demo_dir):
     import json as _json
 
-    from backend.labelconfig import parse_label_config
+    from backend.labelstudio.labelconfig import parse_label_config
 
     manifest = [_json.loads(line) for line in (demo_dir / "manifest.jsonl").read_text().splitlines()]
     tasks = demo_tasks(demo_dir)
@@ -210,6 +211,6 @@ def test_fit_on_annotated_tasks_changes_the_model_version(settings, encoders, r,
     config = parse_label_config(CONFIG)
     before = p.setup(11, CONFIG)
     result = p.fit(11, tasks, CONFIG)
-    assert result["status"] == "trained" and result["trained_on"] == len(tasks)
-    assert p.model_version(11, config) == result["model_version"] != before
-    assert result["model_version"].startswith("vlmae-attention-")
+    assert result.version is not None and result.trained_on == len(tasks)
+    assert p.model_version(11, config) == result.version != before
+    assert result.version.startswith("vlmae-attention-")

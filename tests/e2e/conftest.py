@@ -54,7 +54,7 @@ class Backend:
 
     def start(self) -> None:
         log = open(self.log_dir / "backend.log", "ab")
-        cmd = [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -71,7 +71,7 @@ class Backend:
     def run_worker(self, timeout: float = 300, **env: str) -> str:
         """One `broaden worker --burst` (with these settings changed): runs what is queued, then
         exits. Returns its log."""
-        cmd = [sys.executable, "-m", "backend.cli", "worker", "--burst"]
+        cmd = [sys.executable, "-m", "broaden.cli", "worker", "--burst"]
         done = subprocess.run(cmd, env={**self.env, **env}, capture_output=True, timeout=timeout, cwd=ROOT)
         out = done.stdout.decode() + done.stderr.decode()
         if done.returncode != 0:
@@ -80,7 +80,7 @@ class Backend:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A long-running `broaden worker` in its own process group (to be killed whole)."""
-        cmd = [sys.executable, "-m", "backend.cli", "worker"]
+        cmd = [sys.executable, "-m", "broaden.cli", "worker"]
         log = open(self.log_dir / "worker.log", "ab")
         return subprocess.Popen(
             cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True

@@ -21,7 +21,7 @@ def test_backfill_existing_tasks(labelstudio, backend, demo_dir):
 
     worker = backend.start_worker()
     try:
-        cmd = [sys.executable, "-m", "backend.cli", "backfill", "--project", str(project), "--chunk", "5"]
+        cmd = [sys.executable, "-m", "broaden.cli", "backfill", "--project", str(project), "--chunk", "5"]
         done = subprocess.run(cmd, env=backend.env, capture_output=True, timeout=300, cwd=ROOT)
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         assert "encoding project" in done.stderr.decode()  # the progress bar

@@ -11,9 +11,10 @@ import redis
 from test_predictions import CONFIG, LABELS, TARGETS, import_demo
 
 from backend.config import Settings
-from backend.labelconfig import parse_label_config
-from backend.ranking import seed_tasks, target_labels
-from backend.state import ProjectMirror
+from backend.labelstudio.labelconfig import parse_label_config
+from backend.ranking.seeds import seed_tasks, target_labels
+from backend.store.keys import Hash
+from backend.store.state import ProjectMirror
 
 TAB = "broaden: most valuable first"
 FIELD = "broaden_priority"
@@ -120,14 +121,14 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     # first with a similarity floor no neighbour passes (no broadening), then as configured.
     backend.run_worker(BROADEN_LSB_K="1", BROADEN_LSB_THRESHOLD="1.01")
     plain = priorities(api, project)
-    assert mirror.load("seeds").get(target) == "misprediction"
+    assert mirror.load(Hash.SEEDS).get(target) == "misprediction"
     again = {**payload, "annotation": {"id": annotations[target], "task": target}, "task": {"id": target}}
     assert httpx.post(backend.url + "/webhook", json=again).status_code == 200
     backend.run_worker(BROADEN_LSB_K="1")
     broadened = priorities(api, project)
-    labels = mirror.load("labels")
+    labels = mirror.load(Hash.LABELS)
     hunted = target_labels(config, labels, "")  # the rare labels so far
-    seeds = seed_tasks(config, labels, set(mirror.load("seeds")), hunted)
+    seeds = seed_tasks(config, labels, set(mirror.load(Hash.SEEDS)), hunted)
     nearest = nearest_unlabelled(backend, project, set(annotations), k=2)
     seeded = {n for s in seeds for n in nearest[s]}
     unlabelled = [t for t in task_ids if t not in annotations]
@@ -144,8 +145,8 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     doomed = pool[9] if pool[9] != target else pool[10]
     api.http.delete(f"/api/tasks/{doomed}").raise_for_status()
     backend.run_worker()
-    assert str(pool[0]) not in {k.decode() for k in r.hkeys(mirror.key("labels"))}
-    assert doomed not in mirror.load("tasks")
+    assert str(pool[0]) not in {k.decode() for k in r.hkeys(mirror.key(Hash.LABELS))}
+    assert doomed not in mirror.load(Hash.TASKS)
     _, ordered = tab_order(api, project)
     assert pool[0] in [t["id"] for t in ordered] and doomed not in [t["id"] for t in ordered]
 
@@ -153,8 +154,8 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
 def nearest_unlabelled(backend, project: int, labelled: set[int], k: int) -> dict[int, list[int]]:
     """Each task's k nearest unlabelled neighbours in the trained model's fused space, computed
     here with the same encoders, model and Redis state as the workers."""
-    from backend.encoders import load_encoders
-    from backend.predictor import Predictor
+    from backend.model.encoders import load_encoders
+    from backend.model.predictor import Predictor
 
     env = backend.env
     settings = Settings(
@@ -163,7 +164,7 @@ def nearest_unlabelled(backend, project: int, labelled: set[int], k: int) -> dic
         label_studio_api_key=env["LABEL_STUDIO_API_KEY"],
     )
     r = redis.Redis.from_url(settings.redis_url)
-    data = ProjectMirror(r, project).load("tasks")
+    data = ProjectMirror(r, project).load(Hash.TASKS)
     ids = sorted(data)
     p = Predictor(settings, load_encoders(settings), r)
     scored = p.score([{"id": t, "data": data[t]} for t in ids], parse_label_config(CONFIG), project)

@@ -10,12 +10,13 @@ import redis
 from test_predictions import CONFIG, import_demo
 from test_queue import label, priorities
 
-from backend.state import ProjectMirror
-from workers.enqueue import enqueue, queue
+from backend.queue import producer
+from backend.store.keys import Hash
+from backend.store.state import ProjectMirror
 
 
 def resync(backend, r: redis.Redis, project: int) -> str:
-    enqueue(r, "workers.jobs.resync_project", f"resync-p{project}-{time.monotonic_ns()}", project_id=project)
+    producer.resync(r, project)
     return backend.run_worker()
 
 
@@ -34,7 +35,7 @@ def test_killed_worker_then_lost_redis_converge(labelstudio, backend, demo_dir, 
     # A worker picks the sync up and is killed (its whole process group) in the middle of it.
     worker = backend.start_worker()
     deadline = time.monotonic() + 120
-    while not queue(r).started_job_registry.get_job_ids(cleanup=False):
+    while not producer.queue(r).started_job_registry.get_job_ids(cleanup=False):
         assert time.monotonic() < deadline and worker.poll() is None, "the worker never started the job"
         time.sleep(0.05)
     os.killpg(worker.pid, signal.SIGKILL)
@@ -42,12 +43,12 @@ def test_killed_worker_then_lost_redis_converge(labelstudio, backend, demo_dir, 
 
     resync(backend, r, project)  # waits out the dead worker's project lock (BROADEN_LOCK_TTL_S)
     mirror = ProjectMirror(r, project)
-    assert sorted(mirror.load("labels")) == sorted(labelled)
+    assert sorted(mirror.load(Hash.LABELS)) == sorted(labelled)
     after_kill = priorities(api, project)
     assert all(after_kill[t] is not None for t in task_ids)
 
     # Redis comes back empty: every label and priority is rebuilt from Label Studio, identically.
     r.flushdb()
     resync(backend, r, project)
-    assert sorted(mirror.load("labels")) == sorted(labelled)
+    assert sorted(mirror.load(Hash.LABELS)) == sorted(labelled)
     assert priorities(api, project) == after_kill

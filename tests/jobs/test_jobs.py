@@ -9,32 +9,39 @@ from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from backend.schemas import WebhookRequest
-from backend.state import ProjectMirror
-from workers import enqueue
+from backend.config import Settings
+from backend.queue import producer, spec
+from backend.runtime import Runtime
+from backend.store import keys
+from backend.store.keys import Value
+from backend.store.state import ProjectMirror
+from backend.web.schemas import WebhookRequest
+from workers import runtime
 
 
-def event(action: str, project: int, **payload) -> WebhookRequest:
-    return WebhookRequest.model_validate({"action": action, "project": {"id": project}, **payload})
+def event(r, action: str, project: int, **payload) -> str | None:
+    """A webhook payload through the web side's parsing, into the producer."""
+    body = WebhookRequest.model_validate({"action": action, "project": {"id": project}, **payload})
+    return producer.event(r, body.action, body.project, body.task_ids())
 
 
 def test_a_burst_of_200_annotations_queues_one_sync_per_project(r):
     for i in range(200):
         for project in (1, 2, 3):
-            enqueue.event(r, event("ANNOTATION_CREATED", project, annotation={"id": i, "task": 1000 + i}))
-    jobs = enqueue.queue(r).get_jobs()
+            event(r, "ANNOTATION_CREATED", project, annotation={"id": i, "task": 1000 + i})
+    jobs = producer.queue(r).get_jobs()
     assert sorted(j.kwargs["project_id"] for j in jobs) == [1, 2, 3]
     dirty, full, retrain = ProjectMirror(r, 2).hints()
     assert dirty == list(range(1000, 1200)) and not full and not retrain
 
 
 def test_hints_by_event(r):
-    enqueue.event(r, event("TASKS_CREATED", 5, tasks=[{"id": 7}, {"id": 8}]))
-    enqueue.event(r, event("ANNOTATIONS_DELETED", 5, annotations=[{"id": 3}]))
-    enqueue.event(r, event("START_TRAINING", 5))
+    event(r, "TASKS_CREATED", 5, tasks=[{"id": 7}, {"id": 8}])
+    event(r, "ANNOTATIONS_DELETED", 5, annotations=[{"id": 3}])
+    event(r, "START_TRAINING", 5)
     assert ProjectMirror(r, 5).hints() == ([7, 8], True, True)
-    assert enqueue.event(r, event("PROJECT_CREATED", 6)) is None
-    assert enqueue.event(r, event("ANNOTATION_CREATED", 6, annotation={"task": "1; drop"})) is not None
+    assert event(r, "PROJECT_CREATED", 6) is None
+    assert event(r, "ANNOTATION_CREATED", 6, annotation={"task": "1; drop"}) is not None
     assert ProjectMirror(r, 6).hints() == ([], True, False)  # no usable id: re-read everything
 
 
@@ -48,36 +55,23 @@ def test_hints_handled_by_a_run_are_cleared_and_later_ones_kept(r):
 
 
 @pytest.fixture
-def dead_label_studio(monkeypatch):
-    """Label Studio is down: a port on loopback where nothing listens."""
+def dead_label_studio(r, encoders):
+    """Jobs in this process run with a Label Studio that is down: a port on loopback where nothing listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token")
-    from backend.config import get_settings
-    from workers import runtime
-
-    get_settings.cache_clear()
-    runtime.predictor.cache_clear()
-    yield
-    get_settings.cache_clear()
-    runtime.predictor.cache_clear()
+    settings = Settings(label_studio_url=f"http://127.0.0.1:{port}", label_studio_api_key="not-a-real-token")
+    with runtime.installed(Runtime.build(settings, r, encoders)) as rt:
+        yield rt
 
 
-def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(
-    r, redis_url, monkeypatch, dead_label_studio, encoders
-):
-    from workers import runtime
-
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setattr(runtime, "load_encoders", lambda settings: encoders, raising=False)
-    job_id = enqueue.sync(r, 4)
-    q = enqueue.queue(r)
+def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r, dead_label_studio):
+    job_id = producer.sync(r, 4)
+    q = producer.queue(r)
     SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # waits 5 s, then 20, 60, 180
-    assert job.retries_left == enqueue.RETRY.max - 1
+    assert job.retries_left == spec.RETRY.max - 1
     # Exhaust the retries: the last failure stays in the failed registry with its reason.
     job.retries_left = 0
     job.save()
@@ -87,18 +81,14 @@ def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(
     assert "LabelStudioUnavailable" in Job.fetch(job_id, connection=r, serializer=JSONSerializer).exc_info
 
 
-def test_one_projects_lock_does_not_hold_up_another(r, redis_url, monkeypatch, dead_label_studio, encoders):
+def test_one_projects_lock_does_not_hold_up_another(r, dead_label_studio):
     import time
 
-    from workers import runtime
-
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setattr(runtime, "load_encoders", lambda settings: encoders, raising=False)
-    held = r.lock("broaden:p:1:lock", timeout=120)
+    held = r.lock(keys.project(1, Value.LOCK), timeout=120)
     assert held.acquire(blocking=False)  # project 1 is busy (say, a long sync on another host)
-    enqueue.sync(r, 1)
-    job_2 = enqueue.sync(r, 2)
-    q = enqueue.queue(r)
+    producer.sync(r, 1)
+    job_2 = producer.sync(r, 2)
+    q = producer.queue(r)
     started = time.monotonic()
     SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # project 2 first
     assert time.monotonic() - started < 30

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import cli
 from backend.config import get_settings
+from broaden import cli
 
 
 @pytest.fixture

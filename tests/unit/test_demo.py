@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from backend import demo
+from backend.lab import demo
 
 REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 12

@@ -1,4 +1,4 @@
-"""backend.encoders' Hugging Face path, on tiny random checkpoints built here with save_pretrained.
+"""backend.model.encoders' Hugging Face path, on tiny random checkpoints built here with save_pretrained.
 
 Nothing is downloaded: every model, tokenizer and processor is made from a config in
 a temporary directory, then loaded back by path through HFImageEncoder / HFTextEncoder /
@@ -19,7 +19,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backend.config import Settings  # noqa: E402
-from backend.encoders import (  # noqa: E402
+from backend.model.encoders import (  # noqa: E402
     MAX_AUDIO_TOKENS,
     HFAudioEncoder,
     HFImageEncoder,
@@ -407,4 +407,4 @@ def test_load_encoders_uses_the_hf_classes(ckpt: dict[str, Path], tmp_path: Path
     assert isinstance(enc.audio, HFAudioEncoder)
     assert enc.image.dim == enc.text.dim == PROJ
     assert enc.audio_sample_rate == 16_000
-    assert enc.for_kind("audio") is enc.audio
+    assert enc.for_modality("audio") is enc.audio

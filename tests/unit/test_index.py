@@ -1,6 +1,6 @@
 import numpy as np
 
-from backend.index import VectorIndex
+from backend.ranking.index import VectorIndex
 
 
 def clustered(rng, n, dim=32, clusters=40):

@@ -1,14 +1,14 @@
 import pytest
 
 from backend.errors import UnsupportedConfig
-from backend.labelconfig import parse_label_config
+from backend.labelstudio.labelconfig import parse_label_config
 
 DEMO = open("label_config.xml").read()
 
 
 def test_demo_config_reads_every_object_and_control():
     cfg = parse_label_config(DEMO)
-    assert [(o.name, o.kind, o.value_key) for o in cfg.objects] == [
+    assert [(o.name, o.modality, o.value_key) for o in cfg.objects] == [
         ("image", "image", "image"),
         ("caption", "text", "caption"),
         ("voiceover", "audio", "audio"),
@@ -30,8 +30,8 @@ def test_multiple_choice_alias_hypertext_and_url_text():
         <Choice value="Spam" alias="spam"/><Choice value="Scam"/><Choice value="Scam"/>
       </Choices>
     </View>""")
-    assert {o.kind for o in cfg.objects} == {"text", "audio"}
-    assert [o.text_is_url for o in cfg.objects if o.kind == "text"] == [False, True]
+    assert {o.modality for o in cfg.objects} == {"text", "audio"}
+    assert [o.text_is_url for o in cfg.objects if o.modality == "text"] == [False, True]
     (tags,) = cfg.controls
     assert tags.multiple and tags.labels == ("spam", "Scam")  # alias wins, duplicates dropped
 

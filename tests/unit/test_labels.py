@@ -1,5 +1,5 @@
-from backend.labelconfig import parse_label_config
-from backend.training import labels_from_annotations
+from backend.labelstudio.annotations import labels_from_annotations
+from backend.labelstudio.labelconfig import parse_label_config
 
 CONFIG = parse_label_config(open("label_config.xml").read())
 

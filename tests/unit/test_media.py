@@ -1,4 +1,4 @@
-"""backend.media: resolving task values, fetching (loopback HTTP only) and decoding real files."""
+"""backend.model.media: resolving task values, fetching (loopback HTTP only) and decoding real files."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from backend.config import Settings
 from backend.errors import MediaError
-from backend.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
+from backend.model.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
 
 TOKEN = "Token s3cr3t-test-token"
 
@@ -160,8 +160,8 @@ def test_resolve_label_studio_relative_urls() -> None:
     assert f.resolve("/data/upload/12/abc.png") == MediaRef("upload", "http://ls.example:8080/data/upload/12/abc.png")
     ref = f.resolve("/data/local-files/?d=dir/x.wav")
     assert ref == MediaRef("local-files", "http://ls.example:8080/data/local-files/?d=dir/x.wav")
-    assert f.resolve("/tasks/7/resolve/?fileuri=czM6Ly9i").kind == "url"
-    assert f.resolve("http://ls.example:8080/data/upload/1/b.jpg").kind == "upload"
+    assert f.resolve("/tasks/7/resolve/?fileuri=czM6Ly9i").source == "url"
+    assert f.resolve("http://ls.example:8080/data/upload/1/b.jpg").source == "upload"
 
 
 def test_label_studio_url_defaults_to_settings() -> None:
@@ -177,7 +177,7 @@ def test_resolve_upload_without_label_studio_url() -> None:
 def test_resolve_plain_urls() -> None:
     f = MediaFetcher(make_settings(), label_studio_url="http://ls.example")
     assert f.resolve(" https://cdn.example/x.jpg ") == MediaRef("url", "https://cdn.example/x.jpg")
-    assert f.resolve("http://other.example/data/upload/1/a.png").kind == "url"
+    assert f.resolve("http://other.example/data/upload/1/a.png").source == "url"
 
 
 @pytest.mark.parametrize("value", ["s3://bucket/a.png", "gs://bucket/a.wav", "azure-blob://c/a.txt"])
@@ -246,11 +246,11 @@ def test_symlink_inside_roots_is_allowed(roots: tuple[Path, Path]) -> None:
 def test_resolve_inline_text(roots: tuple[Path, Path]) -> None:
     f = MediaFetcher(make_settings(media_roots=str(roots[0])), label_studio_url="http://ls.example")
     assert f.resolve("A cat sat on the mat.", inline_text=True) == MediaRef("inline", "A cat sat on the mat.")
-    assert f.resolve("and/or", inline_text=True).kind == "inline"
-    assert f.resolve("<p>hi</p>", inline_text=True).kind == "inline"
-    assert f.resolve("https://x.example/a.txt", inline_text=True).kind == "url"
-    assert f.resolve("/data/upload/3/t.txt", inline_text=True).kind == "upload"
-    assert f.resolve("sub/a.png", inline_text=True).kind == "path"
+    assert f.resolve("and/or", inline_text=True).source == "inline"
+    assert f.resolve("<p>hi</p>", inline_text=True).source == "inline"
+    assert f.resolve("https://x.example/a.txt", inline_text=True).source == "url"
+    assert f.resolve("/data/upload/3/t.txt", inline_text=True).source == "upload"
+    assert f.resolve("sub/a.png", inline_text=True).source == "path"
 
 
 # -- cache keys and local fetches --------------------------------------------------------------------

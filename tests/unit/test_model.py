@@ -2,8 +2,7 @@ import numpy as np
 import torch
 
 from backend.config import Settings
-from backend.model import AUDIO_SIDE, VLMAE, FusionConfig, collate
-from backend.training import (
+from backend.model.training import (
     _fit,
     _hide,
     _with_silent_copies,
@@ -14,6 +13,7 @@ from backend.training import (
     training_epochs,
     version_of,
 )
+from backend.model.vlmae import AUDIO_SIDE, VLMAE, FusionConfig, collate
 
 
 def config(fusion: str) -> FusionConfig:

@@ -1,14 +1,7 @@
-from backend.labelconfig import parse_label_config
-from backend.ranking import (
-    HEAD_FLOOR,
-    TOP_EXACT,
-    changed_groups,
-    is_misprediction,
-    is_target_positive,
-    priorities,
-    target_columns,
-    target_labels,
-)
+from backend.labelstudio.annotations import shown_before_labelling
+from backend.labelstudio.labelconfig import parse_label_config
+from backend.ranking.priorities import HEAD_FLOOR, TOP_EXACT, changed_groups, priorities
+from backend.ranking.seeds import confidently_wrong, is_target_positive, target_columns, target_labels
 
 CONFIG = parse_label_config(open("label_config.xml").read())
 
@@ -58,6 +51,11 @@ def task(pred_score: float, said: str, when: str = "2026-01-01", version: str = 
             }
         ],
     }
+
+
+def is_misprediction(task: dict, config, truth, confidence: float) -> bool:
+    shown = shown_before_labelling(task)  # the Label Studio adapter, then the plain rule
+    return shown is not None and confidently_wrong(shown, truth, config, confidence)
 
 
 def test_misprediction_from_what_label_studio_stored():

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import cli, demo, simulate
 from backend.config import Settings
-from backend.labelconfig import parse_label_config
+from backend.lab import demo, simulate
+from backend.labelstudio.labelconfig import parse_label_config
+from broaden import cli
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or not (demo.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),

@@ -3,7 +3,7 @@
 import numpy as np
 import soundfile as sf
 
-from backend.demo import available_voices, speak
+from backend.lab.demo import available_voices, speak
 
 
 def _clip(tmp_path, text: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backend.strategies import (
+from backend.ranking.strategies import (
     STRATEGIES,
     BroadenedPoolSampling,
     KNNPoolSampling,

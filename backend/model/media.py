@@ -28,7 +28,7 @@ from backend.errors import MediaError
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("upload", "local-files", "url", "path", "inline")
+SOURCES = ("upload", "local-files", "url", "path", "inline")
 MAX_REDIRECTS = 5
 _LS_PREFIXES = {"/data/upload/": "upload", "/data/local-files/": "local-files"}
 # Label Studio's own proxy for cloud objects; already a plain HTTP resource on the LS host.
@@ -46,12 +46,12 @@ _MAX_RATE_PRODUCT = 1_000_000
 
 @dataclass(frozen=True)
 class MediaRef:
-    kind: str
+    source: str  # where the bytes come from: one of SOURCES
     location: str
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown media kind {self.kind!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown media source {self.source!r}")
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
@@ -118,9 +118,9 @@ class MediaFetcher:
             return MediaRef("inline", value)
         if "\x00" in text:
             raise MediaError("media reference contains a NUL byte")
-        for prefix, kind in _LS_PREFIXES.items():
+        for prefix, source in _LS_PREFIXES.items():
             if text.startswith(prefix):
-                return MediaRef(kind, self._on_label_studio(text))
+                return MediaRef(source, self._on_label_studio(text))
         if _LS_RESOLVE_RE.match(text):
             return MediaRef("url", self._on_label_studio(text))
         match = _SCHEME_RE.match(text)
@@ -128,7 +128,7 @@ class MediaFetcher:
 
     def _resolve_scheme(self, text: str, scheme: str) -> MediaRef:
         if scheme in ("http", "https"):
-            return MediaRef(self._ls_kind(text), text)
+            return MediaRef(self._ls_source(text), text)
         if scheme in _CLOUD_SCHEMES:
             raise MediaError(
                 f"cloud storage URLs must be presigned by Label Studio ({scheme}:// is not fetched "
@@ -155,10 +155,10 @@ class MediaFetcher:
     def _on_ls_host(self, url: str) -> bool:
         return self._ls_origin is not None and _origin(url) == self._ls_origin
 
-    def _ls_kind(self, url: str) -> str:
+    def _ls_source(self, url: str) -> str:
         """An absolute URL on the Label Studio host keeps its upload/local-files identity."""
         path = urlsplit(url).path if self._on_ls_host(url) else ""
-        return next((kind for prefix, kind in _LS_PREFIXES.items() if path.startswith(prefix)), "url")
+        return next((source for prefix, source in _LS_PREFIXES.items() if path.startswith(prefix)), "url")
 
     def _checked_path(self, raw: str) -> str:
         roots = self._roots
@@ -172,23 +172,23 @@ class MediaFetcher:
         return next((p for p in allowed if os.path.exists(p)), allowed[0])
 
     def cache_key(self, ref: MediaRef) -> str:
-        if ref.kind == "inline":
+        if ref.source == "inline":
             return "inline:" + hashlib.sha256(ref.location.encode("utf-8")).hexdigest()
-        if ref.kind == "path":
+        if ref.source == "path":
             st = self._stat_file(ref.location)
             # mtime and size change when the file is replaced, so stale encodings are not reused.
             return f"path:{ref.location}:{st.st_mtime_ns}:{st.st_size}"
-        return f"{ref.kind}:{ref.location}"
+        return f"{ref.source}:{ref.location}"
 
     def fetch(self, ref: MediaRef) -> bytes:
         try:
-            if ref.kind == "inline":
+            if ref.source == "inline":
                 return ref.location.encode("utf-8")
-            if ref.kind == "path":
+            if ref.source == "path":
                 return self._read_file(ref.location)
             return self._fetch_url(ref.location)
         except MediaError as exc:
-            logger.warning("media fetch failed (%s): %s", ref.kind, exc)
+            logger.warning("media fetch failed (%s): %s", ref.source, exc)
             raise
 
     def _stat_file(self, path: str) -> os.stat_result:

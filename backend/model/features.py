@@ -25,14 +25,14 @@ import numpy as np
 import redis
 
 from backend.config import Settings
-from backend.encoders import Array, Encoders
 from backend.errors import MediaError
-from backend.labelconfig import LabelConfig, ObjectTag
-from backend.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
+from backend.labelstudio.labelconfig import LabelConfig, ObjectTag
+from backend.model.encoders import Array, Encoders
+from backend.model.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
+from backend.store import keys
 
 log = logging.getLogger(__name__)
 
-FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be recomputed
 # One item per encoder call: batched calls change an item's features in the last bits (padding
 # length, kernel choice by batch size), so a task's features, model and priorities would depend
 # on what it happened to be encoded with. One at a time, features are a function of the media
@@ -50,7 +50,8 @@ def feature_objects(config: LabelConfig, encoders: Encoders) -> list[ObjectTag]:
     when a speech encoder is loaded (same data key and clip, its own features)."""
     objects = list(config.objects)
     if encoders.speech is not None:
-        objects += [replace(o, name=o.name + SPEECH_SUFFIX, kind="speech") for o in config.objects if o.kind == "audio"]
+        audio = [o for o in config.objects if o.modality == "audio"]
+        objects += [replace(o, name=o.name + SPEECH_SUFFIX, modality="speech") for o in audio]
     return objects
 
 
@@ -104,9 +105,10 @@ def _npy_layout(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...], Literal[
 
 
 class FeatureStore:
-    def __init__(self, r: redis.Redis, settings: Settings, encoders: Encoders, fetcher: MediaFetcher):
-        self.r, self.settings, self.encoders, self.fetcher = r, settings, encoders, fetcher
-        _MEMORY.max_bytes = settings.feature_memory_mb * 1024 * 1024
+    def __init__(
+        self, r: redis.Redis, settings: Settings, encoders: Encoders, fetcher: MediaFetcher, memory: MemoryCache
+    ) -> None:
+        self.r, self.settings, self.encoders, self.fetcher, self.memory = r, settings, encoders, fetcher, memory
 
     def featurize(self, tasks: Sequence[dict[str, Any]], config: LabelConfig) -> Featurized:
         """tasks: Label Studio tasks ({"id", "data"}). Never raises for one bad task."""
@@ -142,10 +144,10 @@ class FeatureStore:
     def _item(self, pos: int, obj: ObjectTag, value: Any) -> _Item:
         if not isinstance(value, str):
             raise MediaError(f"expected a string in data.{obj.value_key}, got {type(value).__name__}")
-        inline = obj.kind == "text" and not obj.text_is_url
+        inline = obj.modality == "text" and not obj.text_is_url
         ref = self.fetcher.resolve(value, inline_text=inline)
-        enc_id = self.encoders.for_kind(obj.kind).id
-        return _Item(pos, obj, ref, f"broaden:ref:{enc_id}:{_sha(self.fetcher.cache_key(ref))}")
+        enc_id = self.encoders.for_modality(obj.modality).id
+        return _Item(pos, obj, ref, keys.media_ref(enc_id, _sha(self.fetcher.cache_key(ref))))
 
     def _lookup_digests(self, items: list[_Item]) -> None:
         if not items:
@@ -161,20 +163,20 @@ class FeatureStore:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             done = dict(zip(unique, pool.map(self._fetch_decode, unique.values()), strict=True))
         decoded = [done[self._media_key(it)] for it in items]
-        by_kind: dict[str, list[tuple[_Item, Any, str]]] = {}
+        by_modality: dict[str, list[tuple[_Item, Any, str]]] = {}
         for it, result in zip(items, decoded, strict=True):
             if isinstance(result, MediaError):
                 out.errors.setdefault(it.pos, f"{it.obj.name}: {result}")
                 log.warning("task at position %d: %s: %s", it.pos, it.obj.name, result)
             else:
-                by_kind.setdefault(it.obj.kind, []).append((it, *result))
+                by_modality.setdefault(it.obj.modality, []).append((it, *result))
         pipe = self.r.pipeline(transaction=False)
-        for kind, group in by_kind.items():
-            self._encode_group(kind, group, pipe, out)
+        for modality, group in by_modality.items():
+            self._encode_group(modality, group, pipe, out)
         pipe.execute()
 
     def _media_key(self, it: _Item) -> tuple[str, str]:
-        return self.fetcher.cache_key(it.ref), MEDIA_OF.get(it.obj.kind, it.obj.kind)
+        return self.fetcher.cache_key(it.ref), MEDIA_OF.get(it.obj.modality, it.obj.modality)
 
     def _fetch_decode(self, it: _Item) -> tuple[Any, str] | MediaError:
         s = self.settings
@@ -185,12 +187,12 @@ class FeatureStore:
         }
         try:
             raw = self.fetcher.fetch(it.ref)
-            return decoders[MEDIA_OF.get(it.obj.kind, it.obj.kind)](raw), hashlib.sha256(raw).hexdigest()
+            return decoders[MEDIA_OF.get(it.obj.modality, it.obj.modality)](raw), hashlib.sha256(raw).hexdigest()
         except MediaError as e:
             return e
 
-    def _encode_group(self, kind: str, group: list[tuple[_Item, Any, str]], pipe: Any, out: Featurized) -> None:
-        encoder = self.encoders.for_kind(kind)
+    def _encode_group(self, modality: str, group: list[tuple[_Item, Any, str]], pipe: Any, out: Featurized) -> None:
+        encoder = self.encoders.for_modality(modality)
         ttl = {"url": self.settings.url_revalidate_s}
         # Same bytes under several refs are encoded once.
         unique = {digest: media for _, media, digest in group}
@@ -198,9 +200,9 @@ class FeatureStore:
         for start in range(0, len(digests), ENCODE_BATCH):
             chunk = digests[start : start + ENCODE_BATCH]
             for digest, tokens in zip(chunk, encoder.encode([unique[d] for d in chunk]), strict=True):
-                pipe.set(f"broaden:feat:{encoder.id}:{digest}", pack(tokens), ex=FEATURE_TTL_S)
+                pipe.set(keys.features(encoder.id, digest), pack(tokens), ex=keys.FEATURE_TTL_S)
         for it, _, digest in group:
-            pipe.set(it.ref_key, digest, ex=ttl.get(it.ref.kind, FEATURE_TTL_S))
+            pipe.set(it.ref_key, digest, ex=ttl.get(it.ref.source, keys.FEATURE_TTL_S))
             it.digest = digest
         out.encoded += len(digests)
 
@@ -208,13 +210,13 @@ class FeatureStore:
         items = [it for it in items if it.pos not in out.errors and it.digest]
         if not items:
             return
-        keys = [f"broaden:feat:{self.encoders.for_kind(it.obj.kind).id}:{it.digest}" for it in items]
-        arrays = _MEMORY.get_many(keys)
-        missing = sorted({k for k in keys if k not in arrays})  # media shared by tasks travel once
+        names = [keys.features(self.encoders.for_modality(it.obj.modality).id, it.digest) for it in items]
+        arrays = self.memory.get_many(names)
+        missing = sorted({k for k in names if k not in arrays})  # media shared by tasks travel once
         for key, blob in zip(missing, self.r.mget(missing) if missing else [], strict=True):
             if blob is not None:
-                arrays[key] = _MEMORY.put(key, unpack(blob))
-        for it, key in zip(items, keys, strict=True):
+                arrays[key] = self.memory.put(key, unpack(blob))
+        for it, key in zip(items, names, strict=True):
             if key not in arrays:  # evicted between lookup and load: rare, and only this task pays
                 out.errors.setdefault(it.pos, f"{it.obj.name}: cached features vanished, retry")
                 continue
@@ -223,7 +225,7 @@ class FeatureStore:
                 feats[it.obj.name] = arrays[key]
 
 
-class _MemoryCache:
+class MemoryCache:
     """Decoded features kept in this process (keys name content digests, so entries never go
     stale): a worker rescoring a project at every label reads Redis only for what is new.
     The arrays are shared between tasks and calls: read them, never change them in place."""
@@ -248,9 +250,6 @@ class _MemoryCache:
             while self.size > self.max_bytes and self._data:
                 self.size -= self._data.popitem(last=False)[1].nbytes
         return value
-
-
-_MEMORY = _MemoryCache(0)  # sized from the settings by the first FeatureStore
 
 
 def _sha(text: str) -> str:

@@ -18,7 +18,7 @@ from defusedxml.common import DefusedXmlException
 from backend.errors import UnsupportedConfig
 
 # Object tag -> the modality broaden reads it as. Video frames are not decoded (yet).
-OBJECT_KINDS = {
+OBJECT_MODALITIES = {
     "Image": "image",
     "Text": "text",
     "HyperText": "text",
@@ -28,12 +28,15 @@ OBJECT_KINDS = {
 UNREAD_OBJECTS = {"Video", "TimeSeries", "Paragraphs", "Table", "Pdf", "Markdown", "Chat"}
 MAX_CONFIG_CHARS = 1_000_000
 
+Labels = list[list[str] | None]  # one task's labels per Choices control, in config order (None: unlabelled)
+Shown = list[tuple[str, list[str], float]]  # a prediction as shown: (control, choices, score) per region
+
 
 @dataclass(frozen=True)
 class ObjectTag:
     name: str
     tag: str
-    kind: str  # "image" | "text" | "audio"
+    modality: str  # "image" | "text" | "audio" (and "speech" for a transcript)
     value_key: str  # key in task["data"]
     text_is_url: bool = False  # <Text valueType="url">: the value is a link to the text
 
@@ -78,17 +81,17 @@ def parse_label_config(xml: str) -> LabelConfig:
 def _objects(root: Element) -> list[ObjectTag]:
     found = []
     for el in root.iter():
-        kind = OBJECT_KINDS.get(el.tag)
+        modality = OBJECT_MODALITIES.get(el.tag)
         name, value = el.get("name"), el.get("value", "")
-        if kind is None or not name or not value.startswith("$") or len(value) < 2:
+        if modality is None or not name or not value.startswith("$") or len(value) < 2:
             continue  # static text/images in the layout carry no task data
         found.append(
             ObjectTag(
                 name=name,
                 tag=el.tag,
-                kind=kind,
+                modality=modality,
                 value_key=value[1:],
-                text_is_url=kind == "text" and el.get("valueType", "text") == "url",
+                text_is_url=modality == "text" and el.get("valueType", "text") == "url",
             )
         )
     return found
@@ -145,6 +148,6 @@ CONTROL_TAGS = {"Choices", "Labels", "RectangleLabels", "PolygonLabels", "TextAr
 
 
 def _fingerprint(objects: list[ObjectTag], controls: list[ChoicesControl]) -> str:
-    parts = [f"{o.name}|{o.kind}|{o.value_key}|{o.text_is_url}" for o in objects]
+    parts = [f"{o.name}|{o.modality}|{o.value_key}|{o.text_is_url}" for o in objects]
     parts += [f"{c.name}|{c.to_name}|{','.join(c.labels)}|{c.multiple}" for c in controls]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]

@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from backend.index import VectorIndex, normalise
+from backend.ranking.index import VectorIndex, normalise
 
 Rows = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]

@@ -1,16 +1,22 @@
-"""`broaden` command line: serve, worker, status, backfill, demo-data, simulate."""
+"""`broaden` command line: serve, worker, status, backfill, demo-data, simulate.
+
+The one entry point above both sides of the queue: `serve` starts the web side (`backend.web`),
+`worker` the job side (`workers`); `simulate` and `demo-data` need the `lab` extra."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-from typing import get_args
+import sys
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from backend.config import Settings, describe, get_settings
 from backend.errors import BroadenError
+
+LAB_PACKAGES = {"sklearn", "matplotlib"}  # what the `lab` extra adds
 
 
 def _logging(level: str) -> None:
@@ -24,7 +30,7 @@ def _logging(level: str) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from backend.app import create_app
+    from backend.web.app import create_app
 
     settings = get_settings()
     uvicorn.run(
@@ -37,41 +43,45 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    import redis
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
+    from backend.queue.producer import queue
+    from backend.runtime import Runtime
     from workers import runtime
-    from workers.enqueue import queue
 
     settings = get_settings()
     # Load the encoders once, before any job: jobs then cost only their own work. A
     # SimpleWorker runs jobs in this process, because forking after torch has started
     # its thread pools can hang the child.
-    runtime.predictor()
-    r = redis.Redis.from_url(settings.redis_url)
-    w = SimpleWorker([queue(r)], connection=r, serializer=JSONSerializer, name=args.name)
-    w.work(with_scheduler=True, burst=args.burst, logging_level=settings.log_level.upper())
+    with runtime.installed(Runtime.build(settings)) as rt:
+        w = SimpleWorker([queue(rt.redis)], connection=rt.redis, serializer=JSONSerializer, name=args.name)
+        w.work(with_scheduler=True, burst=args.burst, logging_level=settings.log_level.upper())
+
+
+def _say(line: str) -> None:
+    """A line of a command's report, on stdout (logs go to stderr)."""
+    sys.stdout.write(line + "\n")
 
 
 def status(args: argparse.Namespace) -> None:
+    """Queue depths, the last failed jobs, and per project its model and last sync."""
     import json
     import time
 
     import redis
-    from rich.console import Console
-    from rich.table import Table
     from rq import Worker
 
-    from backend.state import ProjectMirror
-    from workers.enqueue import queue
+    from backend.queue.producer import queue
+    from backend.store import keys
+    from backend.store.keys import Value
+    from backend.store.state import ProjectMirror, ProjectState
 
     r = redis.Redis.from_url(get_settings().redis_url)
     q = queue(r)
-    console = Console()
     failed = q.failed_job_registry
-    console.print(
-        f"queue [bold]{q.name}[/]: {q.count} queued, "
+    _say(
+        f"queue {q.name}: {q.count} queued, "
         f"{q.started_job_registry.get_job_count(cleanup=False)} running, "
         f"{q.scheduled_job_registry.get_job_count(cleanup=False)} waiting to retry, "
         f"{failed.get_job_count(cleanup=False)} failed; {len(Worker.all(connection=r))} workers"
@@ -79,83 +89,70 @@ def status(args: argparse.Namespace) -> None:
     for job in q.job_class.fetch_many(failed.get_job_ids(cleanup=False)[-5:], connection=r, serializer=q.serializer):
         if job is not None:
             reason = (job.exc_info or "").strip().splitlines()[-1:] or ["?"]
-            console.print(f"  failed {job.id}: {reason[0][:160]}")
-    table = Table("project", "model version", "trained on", "tasks ranked", "last sync")
-    for key in sorted(r.scan_iter("broaden:p:*:last_sync")):
-        project = int(key.decode().split(":")[2])
-        last = json.loads(ProjectMirror(r, project).get("last_sync") or "{}")
-        info = json.loads(r.get(f"broaden:p:{project}:model_info") or "{}")
+            _say(f"  failed {job.id}: {reason[0][:160]}")
+    rows = [("project", "model version", "trained on", "tasks ranked", "last sync")]
+    for project in sorted(keys.project_of(k) for k in r.scan_iter(keys.project_pattern(Value.LAST_SYNC))):
+        last = json.loads(ProjectMirror(r, project).get(Value.LAST_SYNC) or "{}")
+        info = ProjectState(r, project).model_info()
         ago = f"{time.time() - last.get('finished_at', time.time()):.0f} s ago"
-        table.add_row(
-            str(project),
-            last.get("model_version", "-"),
-            str(info.get("trained_on", 0)),
-            str(last.get("ranked", 0)),
-            ago,
-        )
-    console.print(table)
+        rows.append((str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
+                     str(last.get("ranked", 0)), ago))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def backfill(args: argparse.Namespace) -> None:
     """Encode and pre-label a project's existing tasks, spread over the workers, then rank them.
     Re-running it resumes: encoded media are cached, queued chunks are not queued twice."""
-    import hashlib
     import time
 
     import redis
-    from rq.exceptions import DuplicateJobError
     from rq.job import Job
     from tqdm import tqdm
 
-    from backend import labelstudio as ls
-    from workers.enqueue import enqueue, queue
+    from backend.labelstudio.client import LabelStudioClient
+    from backend.queue import producer
 
     settings = get_settings()
     r = redis.Redis.from_url(settings.redis_url)
-    ids = sorted(int(t["id"]) for t in ls.tasks(settings, args.project))
-    jobs = []
-    for start in range(0, len(ids), args.chunk):
-        chunk = ids[start : start + args.chunk]
-        job_id = f"encode-p{args.project}-{hashlib.sha256(str(chunk).encode()).hexdigest()[:16]}"
-        try:
-            queue(r).enqueue_call(
-                "workers.jobs.encode_tasks",
-                kwargs={"project_id": args.project, "task_ids": chunk},
-                job_id=job_id,
-                timeout=3600,
-                result_ttl=7 * 86400,
-                unique=True,
-            )
-        except DuplicateJobError:
-            pass  # queued or done by an earlier run
-        jobs.append(job_id)
+    ids = sorted(int(t["id"]) for t in LabelStudioClient(settings).tasks(args.project))
+    chunks = [ids[start : start + args.chunk] for start in range(0, len(ids), args.chunk)]
+    jobs = {producer.encode(r, args.project, chunk): len(chunk) for chunk in chunks}
+    serializer = producer.queue(r).serializer
     with tqdm(total=len(ids), desc=f"encoding project {args.project}", unit="task") as bar:
         pending = set(jobs)
         while pending:
             for job_id in list(pending):
-                job = Job.fetch(job_id, connection=r, serializer=queue(r).serializer)
+                job = Job.fetch(job_id, connection=r, serializer=serializer)
                 if job.is_finished or job.is_failed:
                     pending.discard(job_id)
-                    bar.update(len(job.kwargs["task_ids"]))
+                    bar.update(jobs[job_id])
                     if job.is_failed:
                         bar.write(f"chunk {job_id} failed: see `broaden status`")
             time.sleep(0.5)
-    sync_id = enqueue(
-        r, "workers.jobs.resync_project", f"resync-p{args.project}-{int(time.time())}", project_id=args.project
-    )
+    sync_id = producer.resync(r, args.project)
     logging.getLogger(__name__).info("encoded %d tasks; ranking and pre-labelling in job %s", len(ids), sync_id)
 
 
-def demo_data(args: argparse.Namespace) -> None:
-    from backend import demo
+def _lab(module: str) -> Any:
+    """An offline tool's module, or a one-line error naming the extra that it needs."""
+    import importlib
 
-    demo.run(args)
+    try:
+        return importlib.import_module(f"backend.lab.{module}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in LAB_PACKAGES:
+            raise BroadenError(f"needs the lab extra ({e.name} is missing): pip install 'broaden[lab]'") from None
+        raise
+
+
+def demo_data(args: argparse.Namespace) -> None:
+    _lab("demo").run(args)
 
 
 def simulate(args: argparse.Namespace) -> None:
-    from backend import simulate as sim
-
-    sim.run(args)
+    _lab("simulate").run(args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,13 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk", type=int, default=200, help="tasks per encoding job (default 200)")
     p.set_defaults(func=backfill)
 
-    from backend import demo
+    from backend.lab import demo
 
     p = sub.add_parser("demo-data", help="build the multimodal demo data set")
     demo.add_arguments(p)
     p.set_defaults(func=demo_data)
 
-    # Declared here rather than in backend.simulate, whose imports (torch, faiss) would slow every subcommand.
+    # Declared here rather than in backend.lab.simulate, whose imports (torch, faiss) would slow every subcommand.
     p = sub.add_parser("simulate", help="replay active learning on a labelled manifest, without Label Studio")
     p.add_argument("manifest", help="JSONL: image/text/audio, label, optional tags and split")
     p.add_argument("--label-config", help="default: label_config.xml beside the manifest")

@@ -11,18 +11,16 @@ import io
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from backend.config import Settings
-from backend.encoders import Encoders
-from backend.features import feature_objects
-from backend.labelconfig import LabelConfig
-from backend.model import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
+from backend.labelstudio.labelconfig import LabelConfig, Labels
+from backend.model.encoders import Encoders
+from backend.model.features import feature_objects
+from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +30,6 @@ WEIGHT_DECAY = 0.05  # AdamW's; 0.5 measured no better (BENCHMARKS.md, "The cate
 # label is learned by heart from the photo whatever decides it (5 violations of bench1200 were).
 AUDIO_FREE_RATIO = 4.0
 AUDIO_FREE_MIN_TASKS = 10
-
-Labels = list[list[str] | None]  # per head: the task's chosen labels, or None if unlabelled
 
 
 @dataclass
@@ -46,37 +42,14 @@ class TrainedModel:
 
 def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
     objects = feature_objects(config, encoders)
-    kinds = sorted({o.kind for o in objects})
+    kinds = sorted({o.modality for o in objects})
     return FusionConfig(
-        input_dims={k: encoders.for_kind(k).dim for k in kinds},
-        objects=[(o.name, o.kind) for o in objects],
+        input_dims={k: encoders.for_modality(k).dim for k in kinds},
+        objects=[(o.name, o.modality) for o in objects],
         heads=[(c.name, len(c.labels), c.multiple) for c in config.controls],
         fusion=fusion,
-        extra={k: encoders.for_kind(k).id for k in kinds},
+        extra={k: encoders.for_modality(k).id for k in kinds},
     )
-
-
-def labels_from_annotations(annotations: list[dict[str, Any]], config: LabelConfig) -> Labels:
-    """One task's labels per Choices control: majority over its submitted, non-cancelled
-    annotations (ties go to the most recent); labels outside the config are ignored."""
-    kept = [a for a in annotations if not a.get("was_cancelled") and a.get("result") is not None]
-    kept.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-    out: Labels = []
-    for control in config.controls:
-        votes: list[tuple[str, ...]] = []
-        for ann in kept:
-            for region in ann["result"]:
-                if region.get("from_name") == control.name and region.get("type", "choices") == "choices":
-                    chosen = [c for c in (region.get("value") or {}).get("choices", []) if c in control.labels]
-                    if chosen:
-                        votes.append(tuple(sorted(chosen)))
-        if not votes:
-            out.append(None)
-            continue
-        counts = Counter(votes)
-        best = max(counts.values())
-        out.append(list(next(v for v in reversed(votes) if counts[v] == best)))
-    return out
 
 
 def _targets(

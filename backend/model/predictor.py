@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +19,16 @@ import redis
 import torch
 
 from backend.config import Settings
-from backend.encoders import Encoders
 from backend.errors import PayloadError
-from backend.features import FeatureStore, Featurized, feature_objects
-from backend.labelconfig import ChoicesControl, LabelConfig, parse_label_config
-from backend.labelstudio import auth_headers
-from backend.media import MediaFetcher
-from backend.model import VLMAE, collate
-from backend.schemas import Prediction, Region
-from backend.state import ProjectState
-from backend.training import from_bytes, labels_from_annotations, to_bytes, train
+from backend.labelstudio.annotations import labels_from_annotations
+from backend.labelstudio.labelconfig import ChoicesControl, LabelConfig, Labels, parse_label_config
+from backend.labelstudio.predictions import Prediction, empty, to_prediction
+from backend.model.encoders import Encoders
+from backend.model.features import FeatureStore, Featurized, MemoryCache, feature_objects
+from backend.model.media import MediaFetcher
+from backend.model.training import from_bytes, to_bytes, train
+from backend.model.vlmae import VLMAE, collate
+from backend.store.state import ProjectState
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ ZERO_SHOT_SCALE = 10.0
 MODEL_CACHE_SIZE = 16
 PREDICT_BATCH = 256  # tasks per forward pass
 PREDICT_CHUNK = 64  # tasks encoded between two looks at the /predict time budget (~15 s uncached with audio)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a training run did: `version` is None when nothing was trained."""
+
+    version: str | None
+    trained_on: int = 0
+    skipped: int = 0  # labelled tasks whose media could not be read
+    reason: str = ""  # why nothing was trained
 
 
 @dataclass
@@ -69,7 +80,7 @@ def _pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, enc
     concatenated (zeros where an object is missing)."""
     parts = []
     for obj in feature_objects(config, encoders):
-        block = np.zeros((len(rows), encoders.for_kind(obj.kind).dim), np.float32)
+        block = np.zeros((len(rows), encoders.for_modality(obj.modality).dim), np.float32)
         present = [r for r, feats in enumerate(rows) if obj.name in feats]
         if present:
             means = np.stack([rows[r][obj.name].mean(0) for r in present])
@@ -78,9 +89,24 @@ def _pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, enc
     return np.concatenate(parts, 1) if parts else np.zeros((len(rows), 1), np.float32)
 
 
+def _no_headers() -> dict[str, str]:
+    return {}
+
+
 class Predictor:
-    def __init__(self, settings: Settings, encoders: Encoders, r: redis.Redis):
+    """`media_headers` authenticates media downloads from Label Studio (its client's `auth_headers`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoders: Encoders,
+        r: redis.Redis,
+        media_headers: Callable[[], dict[str, str]] = _no_headers,
+    ) -> None:
         self.settings, self.encoders, self.r = settings, encoders, r
+        self.media_headers = media_headers
+        # Decoded encoder outputs kept in this process: rescoring a project reads Redis only for new media.
+        self.memory = MemoryCache(settings.feature_memory_mb * 1024 * 1024)
         self._models: OrderedDict[str, VLMAE] = OrderedDict()
         self._label_vectors: dict[tuple[str, ...], np.ndarray] = {}
 
@@ -121,7 +147,7 @@ class Predictor:
             if start and budget_s is not None and time.monotonic() - started > budget_s:
                 rest = tasks[start:]
                 version = self.model_version(project, config)
-                out += [Prediction(result=[], score=None, model_version=version) for _ in rest]
+                out += [empty(version) for _ in rest]
                 return out, [int(t["id"]) for t in rest if isinstance(t.get("id"), int)]
             out += self.score(tasks[start : start + PREDICT_CHUNK], config, project).predictions
         return out, []
@@ -144,43 +170,39 @@ class Predictor:
         per_task: list[list[np.ndarray] | None] = [None] * len(tasks)
         for row, i in enumerate(ok):
             per_task[i] = [p[row] for p in probs]
-        predictions = [self.to_prediction(p, config, version) for p in per_task]
+        predictions = [to_prediction(p, config, version) for p in per_task]
         return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version)
 
-    def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
+    def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> FitResult:
         """Train on the annotated tasks given (Label Studio tasks with their annotations)."""
         config = parse_label_config(label_config)
-        labelled = [
-            {
-                "id": t.get("id"),
-                "data": t.get("data") or {},
-                "labels": labels_from_annotations(t.get("annotations") or [], config),
-            }
-            for t in tasks
-        ]
-        return self.fit_labels(project, labelled, label_config)
+        labels = [labels_from_annotations(t.get("annotations") or [], config) for t in tasks]
+        return self.fit_labels(
+            project, [{"id": t.get("id"), "data": t.get("data") or {}} for t in tasks], labels, config
+        )
 
-    def fit_labels(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> dict[str, Any]:
-        """Train on tasks given as {"id", "data", "labels": one list of labels (or None) per control}."""
-        config = parse_label_config(label_config)
-        tasks = [t for t in tasks if any(x is not None for x in t["labels"])]
-        if not tasks:
-            return {"status": "no labels", "trained_on": 0}
-        feats = self.featurize(tasks, config)
-        keep = [(f, t["labels"]) for f, t in zip(feats.features, tasks, strict=True) if f is not None]
+    def fit_labels(
+        self, project: int, tasks: list[dict[str, Any]], labels: list[Labels], config: LabelConfig
+    ) -> FitResult:
+        """Train on tasks ({"id", "data"}) with their labels (one list, or None, per control)."""
+        pairs = [(t, lab) for t, lab in zip(tasks, labels, strict=True) if any(x is not None for x in lab)]
+        if not pairs:
+            return FitResult(None, reason="no labels")
+        feats = self.featurize([t for t, _ in pairs], config)
+        keep = [(f, lab) for f, (_, lab) in zip(feats.features, pairs, strict=True) if f is not None]
         if not keep:
-            return {"status": "no encodable labelled tasks", "trained_on": 0, "errors": len(feats.errors)}
+            return FitResult(None, skipped=len(feats.errors), reason="no encodable labelled tasks")
         trained = train([f for f, _ in keep], [lab for _, lab in keep], config, self.encoders, self.settings)
         info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": self.settings.fusion}
         ProjectState(self.r, project).set_model(trained.version, to_bytes(trained.model), info)
         self._remember(trained.version, trained.model)
-        return {"status": "trained", "model_version": trained.version, **info, "skipped": len(feats.errors)}
+        return FitResult(trained.version, trained_on=trained.n_train, skipped=len(feats.errors))
 
     # -- internals
 
     def featurize(self, tasks: list[dict[str, Any]], config: LabelConfig) -> Featurized:
-        with MediaFetcher(self.settings, headers=auth_headers(self.settings)) as fetcher:
-            return FeatureStore(self.r, self.settings, self.encoders, fetcher).featurize(tasks, config)
+        with MediaFetcher(self.settings, headers=self.media_headers()) as fetcher:
+            return FeatureStore(self.r, self.settings, self.encoders, fetcher, self.memory).featurize(tasks, config)
 
     def _trained(self, project: int | None, config: LabelConfig) -> tuple[str, VLMAE] | None:
         if project is None:
@@ -210,7 +232,7 @@ class Predictor:
         """Per head (N, C): softmax over cosine(task text or transcript, label name); uniform where a task
         has neither, NaN for multiple-choice heads (no honest cold-start answer), so no region is emitted."""
         # Transcripts are embedded by the same text encoder, so they answer like captions do.
-        text_objs = [o.name for o in feature_objects(config, self.encoders) if o.kind in ("text", "speech")]
+        text_objs = [o.name for o in feature_objects(config, self.encoders) if o.modality in ("text", "speech")]
         out = []
         for control in config.controls:
             p = np.full((len(rows), len(control.labels)), np.nan if control.multiple else 1 / len(control.labels))
@@ -233,29 +255,3 @@ class Predictor:
             vecs = np.concatenate(self.encoders.text.encode(list(control.labels)))
             self._label_vectors[key] = vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-8)
         return self._label_vectors[key]
-
-    @staticmethod
-    def to_prediction(probs: list[np.ndarray] | None, config: LabelConfig, version: str) -> Prediction:
-        if probs is None:
-            return Prediction(result=[], score=None, model_version=version)
-        regions = []
-        for control, p in zip(config.controls, probs, strict=True):
-            if np.isnan(p).any():
-                continue  # this control has no honest prediction (multi-choice at cold start)
-            if control.multiple:
-                chosen = [i for i in np.argsort(-p) if p[i] >= 0.5]
-                score = float(np.mean([p[i] for i in chosen])) if chosen else None
-            else:
-                chosen = [int(np.argmax(p))]
-                score = float(p[chosen[0]])
-            if chosen and score is not None:
-                regions.append(
-                    Region(
-                        from_name=control.name,
-                        to_name=control.to_name,
-                        value={"choices": [control.labels[i] for i in chosen]},
-                        score=round(score, 4),
-                    )
-                )
-        score = round(float(np.mean([r.score for r in regions])), 4) if regions else None
-        return Prediction(result=regions, score=score, model_version=version)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backend.labelstudio.predictions import Prediction
+
 
 class Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -54,20 +56,6 @@ class PredictRequest(Inbound):
     _project = field_validator("project", mode="before")(parse_project_id)
 
 
-class Region(Outbound):
-    from_name: str
-    to_name: str
-    type: str = "choices"
-    value: dict[str, list[str]]
-    score: float
-
-
-class Prediction(Outbound):
-    result: list[Region]
-    score: float | None = None
-    model_version: str
-
-
 class PredictResponse(Outbound):
     results: list[Prediction]
 
@@ -97,6 +85,16 @@ class WebhookRequest(Inbound):
 
     _project = field_validator("project", mode="before")(parse_project_id)
 
+    def task_ids(self) -> list[int]:
+        """Every task id the payload mentions (a hint: the job checks each against Label Studio)."""
+        found: list[Any] = []
+        for ann in ([self.annotation] if self.annotation else []) + (self.annotations or []):
+            task = ann.get("task")
+            found.append(task.get("id") if isinstance(task, dict) else task)
+        for task in ([self.task] if self.task else []) + (self.tasks or []):
+            found.append(task.get("id"))
+        return sorted({int(t) for t in found if isinstance(t, int) and not isinstance(t, bool) and t > 0})
+
 
 class WebhookResponse(Outbound):
     status: str
@@ -105,6 +103,12 @@ class WebhookResponse(Outbound):
 
 class JobStatusRequest(Inbound):
     job: str = Field(min_length=1, max_length=200)
+
+
+class JobStatusResponse(Outbound):
+    job: str
+    status: str
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class ErrorResponse(Outbound):

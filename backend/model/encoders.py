@@ -47,7 +47,7 @@ BEAM_SIZE = 5
 
 
 class Encoder(Protocol):
-    kind: str  # "image" | "text" | "audio"
+    modality: str  # "image" | "text" | "audio" (and "speech" for a transcript)
     id: str  # changes whenever the features it produces would change (cache key part)
     dim: int
 
@@ -61,10 +61,10 @@ class Encoders:
     audio: Encoder
     speech: Encoder | None = None  # what is said in an audio clip, in the text encoder's space
 
-    def for_kind(self, kind: str) -> Encoder:
-        encoder = {"image": self.image, "text": self.text, "audio": self.audio, "speech": self.speech}[kind]
+    def for_modality(self, modality: str) -> Encoder:
+        encoder = {"image": self.image, "text": self.text, "audio": self.audio, "speech": self.speech}[modality]
         if encoder is None:
-            raise KeyError(f"no {kind} encoder loaded")
+            raise KeyError(f"no {modality} encoder loaded")
         return encoder
 
     @property
@@ -93,7 +93,7 @@ class EfficientNetLiteEncoder:
     feature map (5 x 1280), so attention can look at parts of the image.
     """
 
-    kind = "image"
+    modality = "image"
     dim = 1280
     size = 224
 
@@ -128,7 +128,7 @@ class EfficientNetLiteEncoder:
 class HFImageEncoder:
     """Any Hugging Face vision checkpoint: CLIP/SigLIP use their projected image embedding."""
 
-    kind = "image"
+    modality = "image"
 
     def __init__(self, name: str) -> None:
         from transformers import AutoImageProcessor, AutoModel
@@ -159,7 +159,7 @@ class HFTextEncoder:
     """Any Hugging Face text checkpoint: masked mean of the last hidden states, L2-normalised
     (the sentence-transformers recipe); CLIP/SigLIP/CLAP use their projected text embedding."""
 
-    kind = "text"
+    modality = "text"
 
     def __init__(self, name: str | Path, label: str | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -216,7 +216,7 @@ class WhisperCT2Encoder:
     speech itself are what we keep. Output 50 frames/s x 512, pooled to 0.2 s tokens.
     """
 
-    kind = "audio"
+    modality = "audio"
     dim = 512
     sample_rate = 16_000
     frames_per_s = 50.0  # encoder output rate (two mel frames per output frame)
@@ -283,7 +283,7 @@ class SpeechEncoder:
     frames carry how the speech sounds; this token carries what it means, so a label that hangs on a
     phrase ("pay me by bank transfer") generalises to other wordings of the same thing."""
 
-    kind = "speech"
+    modality = "speech"
 
     def __init__(self, asr: WhisperCT2Encoder, text: Encoder) -> None:
         self.asr, self.text, self.dim = asr, text, text.dim
@@ -321,7 +321,7 @@ class HFAudioEncoder:
     """Any Hugging Face audio checkpoint: wav2vec2/HuBERT/AST frame states, Whisper's
     encoder, or CLAP's projected audio embedding; frames pooled to ~0.2 s tokens."""
 
-    kind = "audio"
+    modality = "audio"
 
     def __init__(self, name: str) -> None:
         from transformers import AutoFeatureExtractor, AutoModel

@@ -433,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="python -m backend.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m backend.lab.demo", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

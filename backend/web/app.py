@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Request
@@ -22,9 +22,12 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from backend import __version__
 from backend.config import Settings, get_settings
 from backend.errors import BroadenError
-from backend.predictor import Predictor
-from backend.schemas import (
+from backend.queue import producer
+from backend.runtime import Runtime
+from backend.store.state import ProjectMirror, ProjectState
+from backend.web.schemas import (
     JobStatusRequest,
+    JobStatusResponse,
     PredictRequest,
     PredictResponse,
     SetupRequest,
@@ -32,27 +35,27 @@ from backend.schemas import (
     WebhookRequest,
     WebhookResponse,
 )
-from backend.state import ProjectMirror
-from workers import enqueue
+
+if TYPE_CHECKING:  # the HTTP layer is typed against the predictor, never imports torch itself
+    from backend.model.predictor import Predictor
 
 log = logging.getLogger(__name__)
 basic = HTTPBasic(auto_error=False)
 
 
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
-    """Build the app. Encoders load once in the lifespan unless a predictor is given."""
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. The runtime (Redis, encoders) is built once in the lifespan unless given."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        # Short timeouts: a request must not hang on a Redis that stopped answering.
         r = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        app.state.redis = r
-        if predictor is None:
-            from backend.encoders import load_encoders
-
-            app.state.predictor = Predictor(settings, load_encoders(settings), r)
-        else:
-            app.state.predictor = predictor
+        app.state.runtime = Runtime.build(settings, r)
         yield
         r.close()
 
@@ -63,11 +66,11 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     return app
 
 
-def _predictor(request: Request) -> Predictor:
-    return request.app.state.predictor  # type: ignore[no-any-return]
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-PredictorDep = Annotated[Predictor, Depends(_predictor)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 def _check_auth(settings: Settings) -> Callable[[HTTPBasicCredentials | None], None]:
@@ -95,9 +98,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/", dependencies=auth)
     @app.get("/health", dependencies=auth)
-    async def health(request: Request) -> dict[str, Any]:
-        p: Predictor = request.app.state.predictor
-        enc = p.encoders
+    async def health(rt: RuntimeDep) -> dict[str, Any]:
+        enc = rt.predictor.encoders
         return {
             "status": "UP",
             "model_class": "VLMAE",
@@ -107,19 +109,20 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         }
 
     @app.post("/setup", dependencies=auth)
-    def setup(body: SetupRequest, p: PredictorDep) -> SetupResponse:
-        return SetupResponse(model_version=p.setup(body.project, body.label_config))
+    def setup(body: SetupRequest, rt: RuntimeDep) -> SetupResponse:
+        return SetupResponse(model_version=rt.predictor.setup(body.project, body.label_config))
 
     @app.post("/predict", dependencies=auth)
-    def predict(body: PredictRequest, request: Request, p: PredictorDep) -> PredictResponse:
+    def predict(body: PredictRequest, rt: RuntimeDep) -> PredictResponse:
         started = time.perf_counter()
+        p: Predictor = rt.predictor
         config = p.config_for(body.project, body.label_config)
         tasks = [t.model_dump() for t in body.tasks]
         results, deferred = p.predict(tasks, config, body.project, budget_s=settings.predict_budget_s)
         if deferred and body.project is not None:
             # Too many unseen media for one request: a worker pre-labels the rest in the background.
-            ProjectMirror(request.app.state.redis, body.project).add_hints(deferred)
-            enqueue.sync(request.app.state.redis, body.project)
+            ProjectMirror(rt.redis, body.project).add_hints(deferred)
+            producer.sync(rt.redis, body.project)
         log.info(
             "predict project=%s tasks=%d empty=%d deferred=%d in %.3fs",
             body.project,
@@ -133,20 +136,19 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     # No auth here: Label Studio sends webhooks without credentials. A payload is only a hint;
     # jobs read the truth back from Label Studio's API.
     @app.post("/webhook")
-    def webhook(body: WebhookRequest, request: Request) -> WebhookResponse:
-        job_id = enqueue.event(request.app.state.redis, body)
+    def webhook(body: WebhookRequest, rt: RuntimeDep) -> WebhookResponse:
+        job_id = producer.event(rt.redis, body.action, body.project, body.task_ids())
         return WebhookResponse(status="queued" if job_id else "ignored", job_id=job_id)
 
     @app.get("/versions", dependencies=auth)
-    def versions(p: PredictorDep, project: int | None = None) -> dict[str, Any]:
-        from backend.state import ProjectState
-
-        current = ProjectState(p.r, project).model_version() if project is not None else None
+    def versions(rt: RuntimeDep, project: int | None = None) -> dict[str, Any]:
+        current = ProjectState(rt.redis, project).model_version() if project is not None else None
         return {"versions": [current] if current else [], "model_dir": None}
 
     @app.post("/job_status", dependencies=auth)
-    def job_status(body: JobStatusRequest, request: Request) -> dict[str, Any]:
-        return enqueue.status(request.app.state.redis, body.job)
+    def job_status(body: JobStatusRequest, rt: RuntimeDep) -> JobStatusResponse:
+        state = producer.status(rt.redis, body.job)
+        return JobStatusResponse(job=state.job, status=state.status, meta=state.meta)
 
 
 def _error(status: int, error: str, detail: Any) -> JSONResponse:

@@ -1,8 +1,8 @@
 """`broaden simulate`: replay active learning on a labelled data set, without Label Studio.
 
 Every round trains, scores and ranks with the workers' own code (training.train, predictor.forward,
-strategies.Pool and STRATEGIES, ranking's rules for targets and mispredictions), so a curve measured
-here is what a project would have seen.
+ranking.pool's build_pool and make_strategy, the seed rules for targets and mispredictions), so a
+curve measured here is what a project would have seen.
 """
 
 from __future__ import annotations
@@ -31,21 +31,29 @@ from tqdm import tqdm
 
 from backend import __version__
 from backend.config import Settings
-from backend.encoders import Encoders, load_encoders
 from backend.errors import BroadenError
-from backend.features import TaskFeatures
-from backend.labelconfig import LabelConfig, parse_label_config
-from backend.predictor import Predictor, forward
-from backend.ranking import Labels, is_misprediction, is_target_positive, target_columns, target_labels
-from backend.strategies import STRATEGIES, Pool
-from backend.training import train
+from backend.labelstudio.labelconfig import LabelConfig, Labels, parse_label_config
+from backend.labelstudio.predictions import to_prediction
+from backend.model.encoders import Encoders, load_encoders
+from backend.model.features import TaskFeatures
+from backend.model.predictor import Predictor, forward
+from backend.model.training import train
+from backend.ranking.pool import build_pool, make_strategy
+from backend.ranking.seeds import (
+    Target,
+    confidently_wrong,
+    is_target_positive,
+    parse_targets,
+    rare_labels,
+    unknown_targets,
+)
+from backend.ranking.strategies import Pool
 
 log = logging.getLogger(__name__)
 
 HOLDOUT = 0.3  # share of the items held out for testing when the manifest names no split
 MIN_PRECISION = 0.8
-KINDS = ("image", "text", "audio")  # manifest fields, named after the object kinds that read them
-Target = tuple[str, str]  # (control, label)
+MODALITIES = ("image", "text", "audio")  # manifest fields, named after the objects that read them
 
 
 @dataclass
@@ -94,7 +102,7 @@ def _record_problem(record: Any) -> str | None:
         return f'split must be "pool" or "test", got {record["split"]!r}'
     if not isinstance(record.get("tags") or [], list):
         return "tags must be a list"
-    if bad := [k for k in KINDS if record.get(k) is not None and not isinstance(record[k], str)]:
+    if bad := [k for k in MODALITIES if record.get(k) is not None and not isinstance(record[k], str)]:
         return f"{', '.join(bad)} must be a path or URL (a string)"
     return None
 
@@ -115,9 +123,10 @@ def _labels_of(raw: Any, config: LabelConfig) -> Labels:
 def load_dataset(records: list[dict[str, Any]], config: LabelConfig, predictor: Predictor) -> Dataset:
     """Encode every item once; items that cannot be encoded or carry no label are left out."""
     labels = [_labels_of(r.get("label"), config) for r in records]
-    # The first object of each kind reads the manifest field of that kind.
-    keys = {kind: next((o.value_key for o in config.objects if o.kind == kind), None) for kind in KINDS}
-    tasks = [{"id": i, "data": {keys[k]: r[k] for k in KINDS if keys[k] and r.get(k)}} for i, r in enumerate(records)]
+    # The first object of each modality reads the manifest field of that name.
+    key_of = {m: next((o.value_key for o in config.objects if o.modality == m), None) for m in MODALITIES}
+    data = [{key: r[m] for m, key in key_of.items() if key and r.get(m)} for r in records]
+    tasks = [{"id": i, "data": d} for i, d in enumerate(data)]
     feats = predictor.featurize(tasks, config)  # logs each item it cannot read
     keep = [i for i, f in enumerate(feats.features) if f is not None and any(x is not None for x in labels[i])]
     features = [feats.features[i] or {} for i in keep]
@@ -129,11 +138,11 @@ def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
     """Explicit targets in the given order (checked against the config), else the pool's rare labels."""
     pool_labels = {i: lab for i, lab in enumerate(ds.labels) if ds.splits[i] != "test"}
     if explicit.strip():
-        ordered = list(dict.fromkeys(tuple(p.strip().split(":", 1)) for p in explicit.split(",") if ":" in p))
-        if unknown := set(ordered) - {(c.name, lab) for c in ds.config.controls for lab in c.labels}:
-            raise ManifestError(f"targets not in the label config: {sorted(unknown)}")
-        return ordered  # type: ignore[return-value]
-    found = target_labels(ds.config, pool_labels, "")
+        ordered = parse_targets(explicit)
+        if unknown := unknown_targets(ds.config, ordered):
+            raise ManifestError(f"targets not in the label config: {unknown}")
+        return ordered
+    found = rare_labels(ds.config, pool_labels)
     if not found:  # nothing rare: hunt the least frequent label of the first control instead
         head = ds.config.controls[0]
         counts = {lab: sum(lab in (t[0] or []) for t in pool_labels.values()) for lab in head.labels}
@@ -167,15 +176,11 @@ def macro_f1(probs: list[np.ndarray], labels: list[Labels], config: LabelConfig)
     return out
 
 
-def confidently_wrong(probs_row: list[np.ndarray], labels: Labels, config: LabelConfig, confidence: float) -> bool:
+def shown_wrong(probs_row: list[np.ndarray], labels: Labels, config: LabelConfig, confidence: float) -> bool:
     """The workers' rule, applied to the prediction the annotator would have seen when picking the item."""
-    shown = Predictor.to_prediction(probs_row, config, "vlmae-simulated")
-    task = {
-        "annotations": [{"created_at": "1"}],
-        "predictions": [{"model_version": shown.model_version, "created_at": "0",
-                         "result": [r.model_dump() for r in shown.result]}],
-    }  # fmt: skip
-    return is_misprediction(task, config, labels, confidence)
+    shown = to_prediction(probs_row, config, "vlmae-simulated")
+    regions = [(r.from_name, r.value.get("choices", []), r.score) for r in shown.result]
+    return confidently_wrong(regions, labels, config, confidence)
 
 
 @dataclass
@@ -203,15 +208,9 @@ class _Run:
         return cls(ds, pool_rows, test_rows, labelled)
 
     def pool(self, probs: list[np.ndarray], emb: np.ndarray, targets: set[Target]) -> Pool:
-        """The pool as the workers build it: seeds are labelled target positives and past mispredictions."""
-        n, config = len(self.pool_rows), self.ds.config
-        labels = [self.ds.labels[i] for i in self.pool_rows]
-        positives = {int(r) for r in np.flatnonzero(self.labelled) if is_target_positive(config, labels[r], targets)}
-        filled = [np.nan_to_num(p[:n], nan=1.0 / max(p.shape[1], 1)) for p in probs]  # as the workers do
-        seeds = np.array(sorted(positives | self.mispredicted), dtype=np.int64)
-        multiple = [c.multiple for c in config.controls]
-        return Pool(probs=filled, multiple=multiple, embeddings=emb[:n], labelled=self.labelled.copy(), seeds=seeds,
-                    targets=target_columns(config, targets))  # fmt: skip
+        """The pool as the workers build it (the same function): test rows past the pool's are cut off."""
+        labels = [self.ds.labels[i] if done else None for i, done in zip(self.pool_rows, self.labelled, strict=True)]
+        return build_pool(self.ds.config, probs, emb, labels, self.mispredicted, targets)
 
     def metrics(self, probs: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
         ds, n = self.ds, len(self.pool_rows)
@@ -264,8 +263,7 @@ def replay(
     s = arm.settings.model_copy(update={"seed": seed})
     rng = np.random.default_rng(seed)
     run = _Run.start(ds, args.seed_size, rng)
-    extra = {"threshold": s.lsb_threshold} if s.lsb_threshold is not None else {}  # keep lsb-lt's own default
-    strategy = STRATEGIES[arm.strategy](k=s.lsb_k, share=s.lsb_share, **extra)
+    strategy = make_strategy(arm.strategy, s)
     rows = np.concatenate([run.pool_rows, run.test_rows])
     out = []
     for rnd in range(args.rounds):
@@ -279,7 +277,7 @@ def replay(
         picked = strategy.rank(run.pool(probs, emb, set(targets)), rng)[: args.batch_size]
         for r in picked:
             truth = ds.labels[run.pool_rows[r]]
-            if confidently_wrong([p[r] for p in probs], truth, ds.config, s.misprediction_confidence):
+            if shown_wrong([p[r] for p in probs], truth, ds.config, s.misprediction_confidence):
                 run.mispredicted.add(int(r))
         run.labelled[picked] = True
     return out
@@ -390,7 +388,7 @@ def provenance(encoders: Encoders) -> dict[str, Any]:
         commit = git.stdout.strip() or None
     except OSError:
         commit = None
-    ids = {k: e.id for k in (*KINDS, "speech") if (e := getattr(encoders, k, None)) is not None}
+    ids = {k: e.id for k in (*MODALITIES, "speech") if (e := getattr(encoders, k, None)) is not None}
     return {
         "broaden": __version__,
         "git": commit,

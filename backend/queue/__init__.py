@@ -1,0 +1,1 @@
+"""The queue: names, job paths, timeouts and retries (`spec`), and the producer the web process uses."""

@@ -1,0 +1,3 @@
+from broaden.cli import main
+
+main()
