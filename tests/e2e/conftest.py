@@ -15,12 +15,12 @@ import pytest
 
 _HERE = Path(__file__).resolve().parent
 ROOT = _HERE.parent.parent
-# The helper module sits beside this file; make it importable as `labelstudio_server`
-# whatever import mode or package layout pytest ends up using.
+# The test modules here import helpers from each other (test_queue, test_predictions):
+# make them importable whatever import mode pytest ends up using.
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noqa: E402
+from backend.lab.labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from labelstudio_server import LabelStudioServer, data_keys
 from PIL import Image
+
+from backend.lab.labelstudio_server import LabelStudioServer, data_keys
 
 REPO = Path(__file__).resolve().parents[2]
 

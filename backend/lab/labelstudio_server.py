@@ -1,4 +1,4 @@
-"""A real Label Studio 1.23.2 for end-to-end tests and benchmarks.
+"""A real Label Studio 1.23.2 for end-to-end tests, benchmarks and demos.
 
 Label Studio pins Django, redis and rq versions that clash with ours, so it
 lives in its own virtual environment under the broaden cache, installed on
