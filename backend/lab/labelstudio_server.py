@@ -640,8 +640,8 @@ class LabelStudioApi:
     def connect_ml_backend(self, project_id: int, url: str, title: str, *, require_connected: bool = True) -> int:
         """`POST /api/ml`: Label Studio calls the backend's /health and /setup before answering."""
         backend = self.sdk.ml.create(project=project_id, url=url, title=title)
-        if require_connected and backend.store.state != "CO":
-            raise RuntimeError(f"ML backend {url} not connected: {backend.store.state} {backend.error_message}")
+        if require_connected and backend.state != "CO":
+            raise RuntimeError(f"ML backend {url} not connected: {backend.state} {backend.error_message}")
         return int(backend.id)
 
     def retrieve_predictions(self, project_id: int, task_ids: Sequence[int]) -> dict[str, Any]:
