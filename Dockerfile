@@ -1,12 +1,10 @@
-# The broaden backend and worker image (one image, two commands).
+# The broaden backend and worker image (one image, two commands). It carries what serving
+# needs: the offline tools' extra (`broaden[lab]`: simulate, plots) and espeak-ng (demo data) stay out.
 FROM python:3.11-slim
-
-RUN apt-get update \
- && apt-get install -y --no-install-recommends espeak-ng \
- && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY broaden broaden
 COPY backend backend
 COPY workers workers
 # Set PIP_EXTRA_INDEX_URL to a CPU-only torch index at build time for a much smaller image.

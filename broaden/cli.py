@@ -9,14 +9,14 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, get_args
+from typing import get_args
 
 from pydantic import ValidationError
 
 from backend.config import Settings, describe, get_settings
 from backend.errors import BroadenError
 
-LAB_PACKAGES = {"sklearn", "matplotlib"}  # what the `lab` extra adds
+LAB_PACKAGES = ("sklearn", "matplotlib")  # what the `lab` extra adds (see pyproject.toml)
 
 
 def _logging(level: str) -> None:
@@ -135,24 +135,26 @@ def backfill(args: argparse.Namespace) -> None:
     logging.getLogger(__name__).info("encoded %d tasks; ranking and pre-labelling in job %s", len(ids), sync_id)
 
 
-def _lab(module: str) -> Any:
-    """An offline tool's module, or a one-line error naming the extra that it needs."""
-    import importlib
+def _require_lab() -> None:
+    """A one-line error naming the extra when the offline tools' dependencies are not installed
+    (checked before any work, not when the plot is drawn at the end)."""
+    import importlib.util
 
-    try:
-        return importlib.import_module(f"backend.lab.{module}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] in LAB_PACKAGES:
-            raise BroadenError(f"needs the lab extra ({e.name} is missing): pip install 'broaden[lab]'") from None
-        raise
+    if missing := sorted(p for p in LAB_PACKAGES if importlib.util.find_spec(p) is None):
+        raise BroadenError(f"needs the lab extra ({', '.join(missing)} missing): pip install 'broaden[lab]'")
 
 
 def demo_data(args: argparse.Namespace) -> None:
-    _lab("demo").run(args)
+    from backend.lab import demo
+
+    demo.run(args)
 
 
 def simulate(args: argparse.Namespace) -> None:
-    _lab("simulate").run(args)
+    _require_lab()
+    from backend.lab import simulate as sim
+
+    sim.run(args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,3 +40,29 @@ def test_a_bad_setting_names_the_variable(settings_from_env) -> None:
     settings_from_env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     with pytest.raises(SystemExit, match=r"^broaden status: bad setting: BROADEN_LSB_K='ten': .*integer"):
         cli.main(["status"])
+
+
+def test_simulate_without_the_lab_extra_names_it(tmp_path: Path) -> None:
+    """The server install has no scikit-learn or matplotlib: simulate says which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util; real = importlib.util.find_spec\n"  # as if matplotlib were not installed
+        "importlib.util.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a)\n"
+        "from broaden import cli; cli.main(['simulate', 'm.jsonl', '--out', 'o'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().endswith(
+        "broaden simulate: needs the lab extra (matplotlib missing): pip install 'broaden[lab]'"
+    )
+
+
+def test_the_server_install_leaves_the_offline_tools_to_an_extra() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in project["dependencies"]}
+    assert not names & {"scikit-learn", "matplotlib", "rich"}
+    assert {d.split(">")[0] for d in project["optional-dependencies"]["lab"]} == {"scikit-learn", "matplotlib"}
