@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -92,11 +91,6 @@ class Settings(BaseSettings):
     @property
     def media_root_list(self) -> list[str]:
         return [os.path.realpath(p) for p in self.media_roots.split(os.pathsep) if p]
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
 
 
 def describe(error: ValidationError) -> str:

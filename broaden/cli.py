@@ -13,7 +13,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from backend.config import Settings, describe, get_settings
+from backend.config import Settings, describe
 from backend.errors import BroadenError
 
 LAB_PACKAGES = ("sklearn", "matplotlib")  # what the `lab` extra adds (see pyproject.toml)
@@ -27,12 +27,11 @@ def _logging(level: str) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from backend.web.app import create_app
 
-    settings = get_settings()
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -42,7 +41,7 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def worker(args: argparse.Namespace) -> None:
+def worker(args: argparse.Namespace, settings: Settings) -> None:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
@@ -50,7 +49,6 @@ def worker(args: argparse.Namespace) -> None:
     from backend.runtime import Runtime
     from workers import runtime
 
-    settings = get_settings()
     # Load the encoders once, before any job: jobs then cost only their own work. A
     # SimpleWorker runs jobs in this process, because forking after torch has started
     # its thread pools can hang the child.
@@ -64,7 +62,7 @@ def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
-def status(args: argparse.Namespace) -> None:
+def status(args: argparse.Namespace, settings: Settings) -> None:
     """Queue depths, the last failed jobs, and per project its model and last sync."""
     import json
     import time
@@ -77,7 +75,7 @@ def status(args: argparse.Namespace) -> None:
     from backend.store.keys import Value
     from backend.store.state import ProjectMirror, ProjectState
 
-    r = redis.Redis.from_url(get_settings().redis_url)
+    r = redis.Redis.from_url(settings.redis_url)
     q = queue(r)
     failed = q.failed_job_registry
     _say(
@@ -102,7 +100,7 @@ def status(args: argparse.Namespace) -> None:
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def backfill(args: argparse.Namespace) -> None:
+def backfill(args: argparse.Namespace, settings: Settings) -> None:
     """Encode and pre-label a project's existing tasks, spread over the workers, then rank them.
     Re-running it resumes: encoded media are cached, queued chunks are not queued twice."""
     import time
@@ -114,7 +112,6 @@ def backfill(args: argparse.Namespace) -> None:
     from backend.labelstudio.client import LabelStudioClient
     from backend.queue import producer
 
-    settings = get_settings()
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in LabelStudioClient(settings).tasks(args.project))
     chunks = [ids[start : start + args.chunk] for start in range(0, len(ids), args.chunk)]
@@ -144,13 +141,13 @@ def _require_lab() -> None:
         raise BroadenError(f"needs the lab extra ({', '.join(missing)} missing): pip install 'broaden[lab]'")
 
 
-def demo_data(args: argparse.Namespace) -> None:
+def demo_data(args: argparse.Namespace, settings: Settings) -> None:
     from backend.lab import demo
 
     demo.run(args)
 
 
-def simulate(args: argparse.Namespace) -> None:
+def simulate(args: argparse.Namespace, settings: Settings) -> None:
     _require_lab()
     from backend.lab import simulate as sim
 
@@ -209,11 +206,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     try:
-        _logging(get_settings().log_level)
+        settings = Settings()  # read once; every subcommand gets it passed
     except ValidationError as e:
         raise SystemExit(f"broaden {args.command}: bad setting: {describe(e)}") from None
+    _logging(settings.log_level)
     try:
-        args.func(args)
+        args.func(args, settings)
     except BroadenError as e:  # bad input or an unreachable service: say what, without a traceback
         raise SystemExit(f"broaden {args.command}: {e}") from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from backend.config import get_settings
+from backend.config import Settings
 from backend.runtime import Runtime
 
 _current: Runtime | None = None
@@ -20,7 +20,7 @@ def current() -> Runtime:
     """This process's runtime; built from the environment on first use if the process did not install one."""
     global _current
     if _current is None:
-        _current = Runtime.build(get_settings())
+        _current = Runtime.build(Settings())
     return _current
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from backend import __version__
-from backend.config import Settings, get_settings
+from backend.config import Settings
 from backend.errors import BroadenError
 from backend.queue import producer
 from backend.runtime import Runtime
@@ -45,7 +45,7 @@ basic = HTTPBasic(auto_error=False)
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. The runtime (Redis, encoders) is built once in the lifespan unless given."""
-    settings = settings or get_settings()
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

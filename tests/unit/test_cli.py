@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import get_settings
 from broaden import cli
 
 
 @pytest.fixture
 def settings_from_env(monkeypatch: pytest.MonkeyPatch):
-    get_settings.cache_clear()
-    yield monkeypatch
-    get_settings.cache_clear()
+    """Settings are read from the environment once per command: set them here."""
+    return monkeypatch
 
 
 def test_demo_data_with_a_bad_option_says_which(tmp_path: Path) -> None:
