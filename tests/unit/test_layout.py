@@ -88,3 +88,19 @@ def test_the_web_side_and_the_producer_do_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "torch was imported"
+
+
+def test_redis_keys_and_job_paths_are_spelled_in_one_module_each():
+    import re
+
+    key = re.compile(r"""["'](?:broaden:(?:p|ref|feat)[:*]|workers\.jobs\.)""")
+    homes = {ROOT / "backend" / "store" / "keys.py", ROOT / "backend" / "queue" / "spec.py"}
+    strays = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in (*PACKAGES, "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if path not in homes
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if key.search(line)
+    ]
+    assert not strays, f"Redis keys or job paths spelled outside backend/store/keys.py, backend/queue/spec.py: {strays}"
