@@ -189,17 +189,18 @@ PARTS: dict[str, dict[str, list[str]]] = {
 
 
 def composed(split: str) -> dict[str, list[str]]:
-    """Every voice-over the parts of a split make: opener + filled phrase + closer, per kind."""
+    """Every voice-over the parts of a split make: opener + filled phrase + closer, per role
+    (violation, look-alike, ok)."""
     parts = PARTS[split]
     out = {}
-    for kind in ("violation", "lookalike", "ok"):
+    for role in ("violation", "lookalike", "ok"):
         phrases = [
             phrase.format(means=m, app=a)
-            for phrase in parts[kind]
+            for phrase in parts[role]
             for m in (parts["means"] if "{means}" in phrase else [""])
             for a in (parts["app"] if "{app}" in phrase else [""])
         ]
-        out[kind] = [_sentence(o, p, c) for o in parts["opener"] for p in phrases for c in parts["closer"]]
+        out[role] = [_sentence(o, p, c) for o in parts["opener"] for p in phrases for c in parts["closer"]]
     return out
 
 
@@ -235,11 +236,11 @@ def load_fashion_mnist(data_dir: Path, part: str) -> tuple[np.ndarray, np.ndarra
     return _read_idx(files[0]), _read_idx(files[1])
 
 
-def _espeak_names(kind: str) -> set[str]:
+def _espeak_names(listing: str) -> set[str]:
     """Voice (language column) or variant (file basename) names espeak-ng knows."""
-    out = subprocess.run(["espeak-ng", f"--voices={kind}"], capture_output=True, text=True, check=True)
+    out = subprocess.run(["espeak-ng", f"--voices={listing}"], capture_output=True, text=True, check=True)
     rows = [line.split() for line in out.stdout.splitlines()[1:] if line.strip()]
-    return {r[1] for r in rows} if kind == "en" else {r[-1].split("/")[-1] for r in rows}
+    return {r[1] for r in rows} if listing == "en" else {r[-1].split("/")[-1] for r in rows}
 
 
 def available_voices() -> list[str]:

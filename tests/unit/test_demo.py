@@ -108,7 +108,7 @@ def test_template_pools_do_not_overlap() -> None:
     pool, test = demo.composed("pool"), demo.composed("test")
     for key in pool:
         assert not set(pool[key]) & set(test[key]), key
-    every = [s for split in ("pool", "test") for kind in demo.composed(split).values() for s in kind]
+    every = [s for split in ("pool", "test") for role in demo.composed(split).values() for s in role]
     assert len(every) == len(set(every))  # a sentence has one label
 
 
@@ -120,12 +120,12 @@ def test_composed_phrasings_vary_the_voice_overs(tmp_path: Path) -> None:
     assert len(violations) == N_ITEMS // 2
     assert len({said[r["id"]] for r in violations}) >= len(violations) - 1  # almost all different
     for r in records:
-        kinds = demo.composed(r["split"])
+        roles = demo.composed(r["split"])
         if r["label"]["policy"] == "Violation":
             expected = "violation"
         else:
             expected = "lookalike" if "payment_lookalike" in r["tags"] else "ok"
-        assert [k for k, sentences in kinds.items() if said[r["id"]] in sentences] == [expected], said[r["id"]]
+        assert [k for k, sentences in roles.items() if said[r["id"]] in sentences] == [expected], said[r["id"]]
     with pytest.raises(demo.DemoDataError, match="phrasings"):
         demo.build_demo(tmp_path, n_items=N_ITEMS, phrasings="poetic")
 
