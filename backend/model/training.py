@@ -42,13 +42,13 @@ class TrainedModel:
 
 def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
     objects = feature_objects(config, encoders)
-    kinds = sorted({o.modality for o in objects})
+    modalities = sorted({o.modality for o in objects})
     return FusionConfig(
-        input_dims={k: encoders.for_modality(k).dim for k in kinds},
+        input_dims={k: encoders.for_modality(k).dim for k in modalities},
         objects=[(o.name, o.modality) for o in objects],
         heads=[(c.name, len(c.labels), c.multiple) for c in config.controls],
         fusion=fusion,
-        extra={k: encoders.for_modality(k).id for k in kinds},
+        extra={k: encoders.for_modality(k).id for k in modalities},
     )
 
 
@@ -201,15 +201,15 @@ def _reliance(p: torch.Tensor, hidden: torch.Tensor, y: torch.Tensor) -> float:
 def _audio_rows(batch: Batch) -> torch.Tensor:
     """(B,) True where the task has any audio-side token."""
     rows = torch.zeros(batch.size, dtype=torch.bool)
-    for kind in AUDIO_SIDE:
-        if kind in batch.masks:
-            rows |= batch.masks[kind].any(1)
+    for modality in AUDIO_SIDE:
+        if modality in batch.masks:
+            rows |= batch.masks[modality].any(1)
     return rows
 
 
-def _hide(batch: Batch, kinds: tuple[str, ...], rows: torch.Tensor) -> Batch:
-    """The batch with the tokens of `kinds` masked out in `rows` (as if those tasks had none)."""
-    masks = {k: (m & ~rows[:, None]) if k in kinds else m for k, m in batch.masks.items()}
+def _hide(batch: Batch, modalities: tuple[str, ...], rows: torch.Tensor) -> Batch:
+    """The batch with the tokens of `modalities` masked out in `rows` (as if those tasks had none)."""
+    masks = {k: (m & ~rows[:, None]) if k in modalities else m for k, m in batch.masks.items()}
     return Batch(batch.tokens, batch.objects, masks)
 
 

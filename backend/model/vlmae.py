@@ -33,8 +33,8 @@ GATE_INIT = 1.0  # tanh(1) = 0.76: audio is let in from the first step (see the 
 
 @dataclass
 class FusionConfig:
-    input_dims: dict[str, int]  # encoder output size per kind: {"image": 1280, "text": 384, "audio": 512}
-    objects: list[tuple[str, str]]  # (object tag name, kind) from the label config; index = embedding id
+    input_dims: dict[str, int]  # encoder output size per modality: {"image": 1280, "text": 384, "audio": 512}
+    objects: list[tuple[str, str]]  # (object tag name, modality) from the label config; index = embedding id
     heads: list[tuple[str, int, bool]]  # (control name, number of labels, multiple choice)
     fusion: str = "attention"  # attention | mean | none
     d_model: int = 256
@@ -45,7 +45,7 @@ class FusionConfig:
 
 @dataclass
 class Batch:
-    """Padded tokens per kind: tokens (B, T, D_kind), object index (B, T), mask (B, T) True = real."""
+    """Padded tokens per modality: tokens (B, T, D_modality), object index (B, T), mask (B, T) True = real."""
 
     tokens: dict[str, torch.Tensor]
     objects: dict[str, torch.Tensor]
@@ -95,11 +95,11 @@ class VLMAE(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.heads = nn.ModuleList([nn.Linear(d, n) for _, n, _ in cfg.heads])
 
-    def _tokens(self, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if kind not in batch.tokens or kind not in self.proj:
+    def _tokens(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if modality not in batch.tokens or modality not in self.proj:
             return None
-        x = self.proj[kind](batch.tokens[kind]) + self.object_emb(batch.objects[kind])
-        return x, batch.masks[kind]
+        x = self.proj[modality](batch.tokens[modality]) + self.object_emb(batch.objects[modality])
+        return x, batch.masks[modality]
 
     def _audio(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Sound frames and spoken-word tokens as one sequence (B, Ta, d) with its mask."""
@@ -166,12 +166,15 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def collate(features: list[dict[str, np.ndarray]], cfg: FusionConfig) -> Batch:
-    """Per-task {object name: (T, D)} -> padded tensors per kind (rows with nothing are all-masked)."""
+    """Per-task {object name: (T, D)} -> padded tensors per modality (rows with nothing are all-masked)."""
     index = {name: i for i, (name, _) in enumerate(cfg.objects)}
-    kind_of = dict(cfg.objects)
+    modality_of = dict(cfg.objects)
     tokens, objects, masks = {}, {}, {}
-    for kind, dim in cfg.input_dims.items():
-        rows = [[(index[name], arr) for name, arr in sorted(f.items()) if kind_of.get(name) == kind] for f in features]
+    for modality, dim in cfg.input_dims.items():
+        rows = [
+            [(index[name], arr) for name, arr in sorted(f.items()) if modality_of.get(name) == modality]
+            for f in features
+        ]
         width = max([1] + [sum(len(a) for _, a in row) for row in rows])
         t = torch.zeros(len(rows), width, dim)
         o = torch.zeros(len(rows), width, dtype=torch.long)
@@ -183,5 +186,5 @@ def collate(features: list[dict[str, np.ndarray]], cfg: FusionConfig) -> Batch:
                 t[b, at : at + n] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
                 o[b, at : at + n], m[b, at : at + n] = obj, True
                 at += n
-        tokens[kind], objects[kind], masks[kind] = t, o, m
+        tokens[modality], objects[modality], masks[modality] = t, o, m
     return Batch(tokens, objects, masks)
