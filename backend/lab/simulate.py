@@ -8,6 +8,7 @@ curve measured here is what a project would have seen.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -18,10 +19,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import redis
@@ -52,6 +54,7 @@ from backend.ranking.strategies import Pool
 log = logging.getLogger(__name__)
 
 HOLDOUT = 0.3  # share of the items held out for testing when the manifest names no split
+ENCODE_BATCH = 32  # items fetched, decoded and encoded together: what bounds the memory of decoded media
 MIN_PRECISION = 0.8
 MODALITIES = ("image", "text", "audio")  # manifest fields, named after the objects that read them
 
@@ -107,6 +110,18 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
+def local_dirs(records: list[dict[str, Any]]) -> list[str]:
+    """The folders of the absolute local paths (or file:// URLs) a manifest names."""
+    dirs = set()
+    for record in records:
+        for m in MODALITIES:
+            value = record.get(m) or ""
+            path = unquote(urlsplit(value).path) if value.startswith("file://") else value
+            if os.path.isabs(path):
+                dirs.add(os.path.dirname(path))
+    return sorted(dirs)
+
+
 def _labels_of(raw: Any, config: LabelConfig) -> Labels:
     """A bare string answers the first control; a dict answers controls by name."""
     by_control = {config.controls[0].name: raw} if isinstance(raw, str) else dict(raw or {})
@@ -121,17 +136,36 @@ def _labels_of(raw: Any, config: LabelConfig) -> Labels:
 
 
 def load_dataset(records: list[dict[str, Any]], config: LabelConfig, predictor: Predictor) -> Dataset:
-    """Encode every item once; items that cannot be encoded or carry no label are left out."""
+    """Encode every item once, a batch at a time (decoded media never pile up; each batch's features
+    are in Redis before the next starts, so an interrupted run resumes where it stopped). Items that
+    cannot be encoded or carry no label are left out; if none is left, the error says why."""
     labels = [_labels_of(r.get("label"), config) for r in records]
     # The first object of each modality reads the manifest field of that name.
     key_of = {m: next((o.value_key for o in config.objects if o.modality == m), None) for m in MODALITIES}
     data = [{key: r[m] for m, key in key_of.items() if key and r.get(m)} for r in records]
     tasks = [{"id": i, "data": d} for i, d in enumerate(data)]
-    feats = predictor.featurize(tasks, config)  # logs each item it cannot read
-    keep = [i for i, f in enumerate(feats.features) if f is not None and any(x is not None for x in labels[i])]
-    features = [feats.features[i] or {} for i in keep]
+    features: list[TaskFeatures | None] = []
+    problems: dict[int, str] = {}
+    with tqdm(total=len(tasks), desc="encoding", unit="item") as bar:
+        for start in range(0, len(tasks), ENCODE_BATCH):
+            feats = predictor.featurize(tasks[start : start + ENCODE_BATCH], config)
+            for pos, reason in sorted(feats.errors.items()):
+                problems[start + pos] = reason
+                log.warning("item %d: %s", start + pos, reason)
+            features += feats.features
+            bar.update(len(feats.features))
+    keep = [i for i, f in enumerate(features) if f is not None and any(x is not None for x in labels[i])]
+    if not keep:
+        raise ManifestError(_nothing_usable(problems, len(records)))
     splits, tags = [records[i].get("split") for i in keep], [list(records[i].get("tags") or []) for i in keep]
-    return Dataset(config, features, [labels[i] for i in keep], splits, tags)
+    return Dataset(config, [features[i] or {} for i in keep], [labels[i] for i in keep], splits, tags)
+
+
+def _nothing_usable(problems: dict[int, str], n: int) -> str:
+    if not problems:
+        return f"none of the {n} items carries a label of the label config"
+    first = "; ".join(f"item {i}: {why}" for i, why in list(problems.items())[:3])
+    return f"no item could be read ({len(problems)} of {n} failed), e.g. {first}"
 
 
 def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
@@ -357,27 +391,44 @@ def _answers(client: redis.Redis, tries: int = 1) -> bool:
 
 
 @contextmanager
-def redis_client(url: str) -> Iterator[redis.Redis]:
-    """The configured Redis if it answers, else a private, memory-only one for this run."""
+def redis_client(url: str, keep_dir: Path | None = None) -> Iterator[redis.Redis]:
+    """The configured Redis if it answers, else a private one for this run. With `keep_dir`, the
+    private one keeps its data there (append-only file), so encoded features outlive the run and a
+    second or resumed run skips them; without it (or while another run holds that folder), memory only."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
     if _answers(client):
         yield client
         return
-    binary = shutil.which("redis-server") or "redis-server"  # if absent, Popen names what is missing
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    with tempfile.TemporaryDirectory() as workdir:
-        cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    with ExitStack() as stack:
+        workdir, persist = _private_dir(stack, keep_dir)
+        binary = shutil.which("redis-server") or "redis-server"  # if absent, Popen names what is missing
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+        cmd += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        log.info("no Redis at %s: started a private one on port %d", url, port)
+        log.info("no Redis at %s: started a private one on port %d (%s)", url, port, workdir if persist else "memory")
         try:
             client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
-            _answers(client, tries=100)  # a fresh server needs a moment before it accepts connections
+            _answers(client, tries=600)  # a fresh server needs a moment; one loading its file, longer
             yield client
         finally:
             proc.terminate()
-            proc.wait(10)
+            proc.wait(30)
+
+
+def _private_dir(stack: ExitStack, keep_dir: Path | None) -> tuple[str, bool]:
+    """(folder, persistent): `keep_dir` locked for this run, or a temporary folder."""
+    if keep_dir is not None:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        lock = stack.enter_context(open(keep_dir / "lock", "w"))
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return str(keep_dir), True
+        except BlockingIOError:
+            log.info("%s is in use by another run: this one keeps its features in memory", keep_dir)
+    return stack.enter_context(tempfile.TemporaryDirectory()), False
 
 
 def provenance(encoders: Encoders) -> dict[str, Any]:
@@ -411,7 +462,8 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     except OSError as e:
         raise ManifestError(f"cannot read the label config: {e} (give one with --label-config)") from None
     base = Settings()
-    roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent)]))  # relative paths resolve here
+    # The user chose the manifest: the files it names may be read (relative paths resolve beside it).
+    roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent), *local_dirs(records)]))
     chosen = {"train_epochs": args.epochs, "lsb_k": args.k, "lsb_threshold": args.threshold, "lsb_share": args.share}
     base = base.model_copy(update={"media_roots": roots} | {k: v for k, v in chosen.items() if v is not None})
     arms = [
@@ -420,10 +472,8 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
         for name in args.strategies
     ]
     encoders = encoders or load_encoders(base)
-    with redis_client(base.redis_url) as r:
+    with redis_client(base.redis_url, keep_dir=base.cache_path / "simulate-redis") as r:
         ds = load_dataset(records, config, Predictor(base, encoders, r))
-    if not ds.labels:
-        raise ManifestError("no item could be read and carries a label of the config (see the log)")
     targets = resolve_targets(ds, args.targets or base.targets)
     log.info("%d of %d items usable; targets %s", len(ds.labels), len(records), targets)
     skip = ("func", "command")

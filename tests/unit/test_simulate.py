@@ -158,3 +158,58 @@ def test_targets_are_checked_against_the_config() -> None:
     assert simulate.resolve_targets(ds, "") == [("policy", "Violation")]  # the least frequent
     with pytest.raises(simulate.ManifestError, match=r"targets not in the label config: \[\('policy', 'Fraud'\)\]"):
         simulate.resolve_targets(ds, "policy:Violation,policy:Fraud")
+
+
+def test_absolute_paths_elsewhere_are_read_without_media_roots(manifest, tmp_path, redis_url, encoders, monkeypatch):
+    """The user chose the manifest: files it names by absolute path are readable wherever they are."""
+    monkeypatch.delenv("BROADEN_MEDIA_ROOTS", raising=False)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for r in records:
+        for field in ("image", "audio"):
+            r[field] = str(manifest.parent / r[field])  # absolute, and not beside the new manifest
+    elsewhere = tmp_path / "elsewhere" / "m.jsonl"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("".join(json.dumps(r) + "\n" for r in records))
+    shutil.copy(manifest.parent / "label_config.xml", elsewhere.parent)
+    result = _simulate(elsewhere, tmp_path / "out", redis_url, encoders, monkeypatch)
+    assert result["config"]["items"] == len(records)
+
+
+def test_when_nothing_can_be_read_the_error_says_why(tmp_path, redis_url, encoders, monkeypatch) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"image": f"gone{i}.png", "label": "OK"}) + "\n" for i in range(3)))
+    (tmp_path / "label_config.xml").write_text(
+        "<View><Image name='image' value='$image'/>"
+        "<Choices name='c' toName='image'><Choice value='OK'/><Choice value='Bad'/></Choices></View>"
+    )
+    with pytest.raises(
+        simulate.ManifestError, match=r"no item could be read \(3 of 3 failed\), e\.g\. item 0: .*gone0"
+    ):
+        _simulate(manifest, tmp_path / "out", redis_url, encoders, monkeypatch)
+
+
+def test_encoding_goes_a_batch_at_a_time(manifest, r, redis_url, encoders) -> None:
+    from backend.labelstudio.labelconfig import parse_label_config as parse
+    from backend.model.predictor import Predictor
+
+    records = simulate.read_manifest(manifest)
+    settings = Settings(redis_url=redis_url, media_roots=str(manifest.parent))
+    predictor = Predictor(settings, encoders, r)
+    sizes: list[int] = []
+    featurize = predictor.featurize
+    predictor.featurize = lambda tasks, config: sizes.append(len(tasks)) or featurize(tasks, config)  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(simulate, "ENCODE_BATCH", 10)
+        ds = simulate.load_dataset(records, parse((manifest.parent / "label_config.xml").read_text()), predictor)
+    assert sizes == [10, 10, 4] and len(ds.labels) == len(records)
+
+
+def test_a_private_redis_keeps_its_data_for_the_next_run(tmp_path) -> None:
+    """With no Redis configured, features outlive the run: a second (or resumed) one skips them."""
+    nowhere = "redis://127.0.0.1:9/0"  # the discard port: nothing answers
+    with simulate.redis_client(nowhere, keep_dir=tmp_path / "keep") as first:
+        first.set("encoded", b"features")
+    with simulate.redis_client(nowhere, keep_dir=tmp_path / "keep") as second:
+        assert second.get("encoded") == b"features"
+    with simulate.redis_client(nowhere) as memory_only:  # no folder: nothing kept
+        assert memory_only.get("encoded") is None
