@@ -80,13 +80,16 @@ def push(r: redis.Redis, project: int) -> str | None:
 
 
 def encode(r: redis.Redis, project: int, task_ids: list[int]) -> str:
-    """Queue the encoding of these tasks once: a chunk queued or done by an earlier run is left alone."""
+    """Queue the encoding of these tasks once: a chunk queued or done by an earlier run is left
+    alone, one that failed for good is queued again."""
     job_id = spec.encode_id(project, task_ids)
     try:
         enqueue(r, spec.Job.ENCODE, job_id, unique=True, result_ttl=spec.ENCODE_RESULT_TTL_S,
                 project_id=project, task_ids=task_ids)  # fmt: skip
     except DuplicateJobError:
-        log.info("%s: queued or done already", job_id)
+        if Job.fetch(job_id, connection=r, serializer=JSONSerializer).is_failed:
+            queue(r).failed_job_registry.requeue(job_id)
+            log.info("%s: failed before, queued again", job_id)
     return job_id
 
 

@@ -96,3 +96,20 @@ def test_one_projects_lock_does_not_hold_up_another(r, dead_label_studio):
     assert job.get_status() == JobStatus.SCHEDULED  # it ran at once, met the dead Label Studio, will retry
     assert [j.kwargs["project_id"] for j in q.get_jobs()] == [1]  # project 1's sync still waits its turn
     held.release()
+
+
+def test_backfill_chunks_are_queued_once_retried_and_requeued_after_failing(r, dead_label_studio):
+    first = producer.encode(r, 3, [1, 2, 3])
+    assert producer.encode(r, 3, [1, 2, 3]) == first  # a re-run finds it queued
+    q = producer.queue(r)
+    assert [j.id for j in q.get_jobs()] == [first]
+    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(first, connection=r, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == spec.RETRY.max - 1  # Label Studio is down
+    job.retries_left = 0
+    job.save()
+    q.enqueue_job(job)
+    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    assert first in q.failed_job_registry.get_job_ids(cleanup=False)
+    producer.encode(r, 3, [1, 2, 3])  # the next backfill run tries the failed chunk again
+    assert [j.id for j in q.get_jobs()] == [first]
