@@ -82,16 +82,14 @@ def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r,
 
 
 def test_one_projects_lock_does_not_hold_up_another(r, dead_label_studio):
-    import time
-
+    # No clock here (a busy machine breaks any bound): had the worker taken project 1's sync first,
+    # it would wait out this lock (120 s) and leave project 2's sync queued, failing the checks below.
     held = r.lock(keys.project(1, Value.LOCK), timeout=120)
     assert held.acquire(blocking=False)  # project 1 is busy (say, a long sync on another host)
     producer.sync(r, 1)
     job_2 = producer.sync(r, 2)
     q = producer.queue(r)
-    started = time.monotonic()
     SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # project 2 first
-    assert time.monotonic() - started < 30
     job = Job.fetch(job_2, connection=r, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # it ran at once, met the dead Label Studio, will retry
     assert [j.kwargs["project_id"] for j in q.get_jobs()] == [1]  # project 1's sync still waits its turn
