@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, speech_records, training_footer, with_speech
+from common import add_manifest, encoded_demo, ensure_malloc_env, out, speech_records, training_footer, with_speech
 from fusion_variants import train_and_score
 
 # name -> (fusion, audio side: "frames+words" | "words" | "true words", train_audio_dropout: None = broaden's)
@@ -42,16 +42,17 @@ def audio_side(ds, side: str, records: list[dict] | None, text_encoder) -> objec
     return with_speech(ds, said, frames=False)
 
 
-def main() -> None:
-    ensure_malloc_env()
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--labels", type=int, nargs="+", default=[110], help="subset sizes (more than the pool = all of it)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
+    add_manifest(p)
+    p.add_argument("--labels", type=int, nargs="+", help="subset sizes, more than the pool = all of it (default 110)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0-4 (--quick: 0)")
     p.add_argument("--json", type=Path, help="also write every (size, arm, seed) score here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.labels = args.labels or ([8] if args.quick else [110])
+    args.seeds = args.seeds or ([0] if args.quick else list(range(5)))
     started, load = time.time(), os.getloadavg()
-    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest, args.quick)
     records = speech_records(manifest, ds)
     arms = dict(ARMS)
     if records is None:
@@ -86,4 +87,5 @@ def report(by_arm: dict[str, list], size: int, n_test: int) -> None:
 
 
 if __name__ == "__main__":
+    ensure_malloc_env()
     main()

@@ -1,5 +1,7 @@
 """What the benchmark scripts share: machine description, the code measured, a private Redis,
-the malloc settings. Scripts run as `python benchmarks/<name>.py`, so this imports as `common`."""
+the malloc settings, the small inputs of `--quick`. Scripts run as `python benchmarks/<name>.py`,
+so this imports as `common`; each has `main(argv)`, and `--quick` runs the same code on tiny
+inputs in seconds (tests/unit/test_benchmarks.py runs every script that way)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,8 @@ import numpy as np
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_ITEMS = 16  # the demo set of --quick
+QUICK_MAX_STEPS = 8  # optimiser steps per training under --quick
 # Torch re-maps freed buffers through the kernel on these VMs; glibc reads these only at start-up.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
@@ -31,20 +36,34 @@ def out(line: str = "") -> None:
 
 
 def ensure_malloc_env() -> None:
-    """Re-execute this process with the malloc settings if it was started without them."""
+    """Re-execute this process with the malloc settings if it was started without them (call it
+    only where a script starts, never from main(): a caller's process is not ours to replace)."""
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
         return
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
-def subset_args(doc: str, json_help: str) -> argparse.Namespace:
+def subset_args(doc: str, json_help: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Options of the benchmarks that train on random pool subsets of a labelled manifest."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--labels", type=int, default=110)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    add_manifest(p)
+    p.add_argument("--labels", type=int, help="default 110 (--quick: 8)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0-7 (--quick: 0)")
     p.add_argument("--json", type=Path, help=json_help)
-    return p.parse_args()
+    args = p.parse_args(argv)
+    args.labels = args.labels or (8 if args.quick else 110)
+    args.seeds = args.seeds or ([0] if args.quick else list(range(8)))
+    return args
+
+
+def add_manifest(p: argparse.ArgumentParser) -> None:
+    """--manifest and --quick, the options of every benchmark that trains on a labelled manifest."""
+    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny inputs (a {QUICK_ITEMS}-item demo set, one seed, {QUICK_MAX_STEPS} steps per training)",
+    )
 
 
 def training_footer(seeds: list[int], manifest: Path, started: float, load: tuple[float, ...]) -> None:
@@ -82,6 +101,22 @@ def with_speech(ds: Any, said: list[Any] | None = None, frames: bool = True) -> 
             if key in f:
                 f[key] = np.asarray(emb, dtype=np.float32).reshape(1, -1)
     return replace(ds, features=features)
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How this run was asked for: the script and its options (argv when main() was given them)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([Path(sys.executable).name, f"benchmarks/{Path(script).name}", *args])
+
+
+def clear_feature_cache(r: redis.Redis) -> None:
+    """Forget every cached encoder output (both cache levels); project state stays."""
+    from backend.store import keys
+
+    for pattern in keys.feature_patterns():
+        found = list(r.scan_iter(pattern, count=1000))
+        for start in range(0, len(found), 1000):
+            r.unlink(*found[start : start + 1000])
 
 
 def cpu_model() -> str:
@@ -150,17 +185,26 @@ def demo_set(demo_dir: Path, n_items: int) -> Path:
     return demo_dir
 
 
-def encoded_demo(manifest: Path | None) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
+def quick_demo() -> Path:
+    """The demo set of --quick, kept in the temporary directory like the full one under /tmp."""
+    return demo_set(Path(tempfile.gettempdir()) / f"broaden-bench-quick{QUICK_ITEMS}", QUICK_ITEMS)
+
+
+def encoded_demo(manifest: Path | None, quick: bool = False) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
     """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
-    through the backend's cache; by default a 480-item demo set under /tmp."""
+    through the backend's cache; by default a 480-item demo set under /tmp. `quick`: by default the
+    small demo set, and every training capped at a few steps."""
     from backend.config import Settings
     from backend.lab.simulate import load_dataset, read_manifest, redis_client
     from backend.labelstudio.labelconfig import parse_label_config
     from backend.model.encoders import load_encoders
     from backend.model.predictor import Predictor
 
-    manifest = manifest or demo_set(Path("/tmp/broaden-bench-demo480"), 480) / "manifest.jsonl"
+    if manifest is None:
+        manifest = (quick_demo() if quick else demo_set(Path("/tmp/broaden-bench-demo480"), 480)) / "manifest.jsonl"
     settings = Settings(media_roots=str(manifest.parent.resolve()))
+    if quick:
+        settings = settings.model_copy(update={"train_max_steps": QUICK_MAX_STEPS})
     encoders = load_encoders(settings)
     records = read_manifest(manifest)
     config = parse_label_config((manifest.parent / "label_config.xml").read_text())

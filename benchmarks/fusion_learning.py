@@ -18,16 +18,14 @@ import argparse
 import os
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
-from common import encoded_demo, ensure_malloc_env, out, training_footer
+from common import add_manifest, encoded_demo, ensure_malloc_env, out, training_footer
 
-from backend import model as model_module
-from backend import training
 from backend.lab.simulate import macro_f1, recall_at_precision
+from backend.model import training, vlmae
 from backend.model.features import SPEECH_SUFFIX
 from backend.model.predictor import forward
 
@@ -58,16 +56,17 @@ VARIANTS = {
 }
 
 
-def main() -> None:
-    ensure_malloc_env()
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--sizes", type=int, nargs="+", default=[30, 60, 110])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add_manifest(p)
+    p.add_argument("--sizes", type=int, nargs="+", help="default 30 60 110 (--quick: 8)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0-4 (--quick: 0)")
     p.add_argument("--fusions", nargs="+", default=["attention", "mean"])
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.sizes = args.sizes or ([8] if args.quick else [30, 60, 110])
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
     started, load = time.time(), os.getloadavg()
-    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest, args.quick)
     config = ds.config
     h = [c.name for c in config.controls].index("policy")
     truth = np.array([ds.labels[i][h] == ["Violation"] for i in test])
@@ -81,7 +80,7 @@ def main() -> None:
                 continue  # only the attention layer has a gate
             recall, f1 = np.zeros((len(args.sizes), len(args.seeds))), np.zeros((len(args.sizes), len(args.seeds)))
             with ExitStack() as stack:
-                stack.enter_context(mock.patch.object(model_module, "GATE_INIT", gate))
+                stack.enter_context(mock.patch.object(vlmae, "GATE_INIT", gate))
                 stack.enter_context(mock.patch.object(training, "class_weights", weights))
                 if not words:
                     stack.enter_context(mock.patch.object(encoders, "speech", None))
@@ -102,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    ensure_malloc_env()
     main()

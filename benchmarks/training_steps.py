@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, training_footer
+from common import QUICK_MAX_STEPS, add_manifest, encoded_demo, ensure_malloc_env, out, training_footer
 from fusion_variants import train_and_score
 
 from backend.model.training import training_epochs
@@ -23,17 +23,19 @@ from backend.model.training import training_epochs
 UNCAPPED = 10**9  # 60 epochs whatever the number of labels: broaden before the step budget
 
 
-def main() -> None:
-    ensure_malloc_env()
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, help="default: a 480-item demo set under /tmp")
-    p.add_argument("--labels", type=int, nargs="+", default=[300, 900], help="subset sizes (more than the pool = all)")
-    p.add_argument("--steps", type=int, nargs="+", default=[120, 240, UNCAPPED], help="step budgets compared")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_manifest(p)
+    p.add_argument("--labels", type=int, nargs="+", help="subset sizes, more than the pool = all (default 300 900)")
+    p.add_argument("--steps", type=int, nargs="+", help="step budgets compared (default 120 240 none)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0-2 (--quick: 0)")
     p.add_argument("--json", type=Path, help="also write every (size, budget, seed) score here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.labels = args.labels or ([4, 8] if args.quick else [300, 900])
+    args.steps = args.steps or ([2, QUICK_MAX_STEPS] if args.quick else [120, 240, UNCAPPED])
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     started, load = time.time(), os.getloadavg()
-    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest)
+    manifest, settings, encoders, ds, pool, test = encoded_demo(args.manifest, args.quick)
     out(f"random labels per seed, {len(test)} test items; mean ± std over seeds {args.seeds}")
     out("| labels | step budget | epochs | steps | category macro-F1 | policy macro-F1 | recall@80%P Violation"
         " | same, `audio_sensitive` |")  # fmt: skip
@@ -55,4 +57,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    ensure_malloc_env()
     main()
