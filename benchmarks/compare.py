@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -87,14 +88,39 @@ def report(runs: Runs, target: str, base: str) -> None:
             print_paired([(runs, base, other)], target, base, other)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="simulate.json files, each optionally :strategy,... (only those)")
+    p.add_argument("runs", nargs="*", help="simulate.json files, each optionally :strategy,... (only those)")
     p.add_argument("--base", default="lsb-pool", help="the strategy compared with every other")
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
     p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")
-    args = p.parse_args()
-    target, sets = load(args.runs, args.fusion, args.by)
+    p.add_argument("--quick", action="store_true", help="compare a tiny `broaden simulate` run made here (no files)")
+    args = p.parse_args(argv)
+    if args.quick and not args.runs:
+        with tempfile.TemporaryDirectory(prefix="broaden-compare-") as tmp:
+            compare([quick_simulation(Path(tmp), args.base)], args)
+    elif args.runs:
+        compare(args.runs, args)
+    else:
+        p.error("give simulate.json files (or --quick)")
+
+
+def quick_simulation(out: Path, base: str) -> str:
+    """`broaden simulate` of the base strategy and margin sampling on a tiny demo set: one seed,
+    two rounds."""
+    from common import QUICK_ITEMS, quick_demo
+
+    from broaden.cli import main as broaden
+
+    manifest = quick_demo() / "manifest.jsonl"
+    strategies = [base, "margin"] if base != "margin" else [base, "random"]
+    tiny = ["--seeds", "0", "--rounds", "2", "--seed-size", str(QUICK_ITEMS // 4), "--batch-size", "2", "--epochs", "2"]
+    broaden(["simulate", str(manifest), "--strategies", *strategies, *tiny, "--out", str(out)])
+    return str(out / "simulate.json")
+
+
+def compare(runs: list[str], args: argparse.Namespace) -> None:
+    target, sets = load(runs, args.fusion, args.by)
     print(f"recall@80%P of {target}; last round and mean over rounds; mean ± std over seeds")
     for manifest, runs in sets.items():
         print(f"\n{manifest}")

@@ -41,11 +41,14 @@ def timed(name: str, data: dict, rng: np.random.Generator) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    p.add_argument("--rounds", type=int, default=5)
-    args = p.parse_args()
+    p.add_argument("--sizes", type=int, nargs="+", help="default 10000 100000 (--quick: 300)")
+    p.add_argument("--rounds", type=int, help="default 5 (--quick: 1)")
+    p.add_argument("--quick", action="store_true", help="a project of 300 tasks, one round")
+    args = p.parse_args(argv)
+    args.sizes = args.sizes or ([300] if args.quick else [10_000, 100_000])
+    args.rounds = args.rounds or (1 if args.quick else 5)
     started, load = time.time(), os.getloadavg()
     names = list(STRATEGIES)
     out("| tasks | " + " | ".join(names) + " |")
