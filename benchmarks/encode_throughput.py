@@ -11,6 +11,7 @@ Runs alternate (pipeline, bare, pipeline, bare, ...) after one untimed warm-up o
 slow phases of a noisy machine hit both; medians are reported.
 
     PYTHONPATH=. python benchmarks/encode_throughput.py
+    ./dev run python benchmarks/encode_throughput.py --quick   # 8 items, one pair: seconds
 """
 
 from __future__ import annotations
@@ -21,17 +22,30 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
-from common import MALLOC_ENV, code_version, cpu_model, demo_set, ensure_malloc_env, out, own_redis
+from common import (
+    MALLOC_ENV,
+    clear_feature_cache,
+    code_version,
+    command_line,
+    cpu_model,
+    demo_set,
+    ensure_malloc_env,
+    out,
+    own_redis,
+    quick_demo,
+)
 
 GOAL_RATIO = 0.9
+DEMO_DIR = Path(tempfile.gettempdir()) / "broaden-bench-demo"
 # The order the pipeline meets them in a demo task; "speech" is the voice-over's transcript token.
 KINDS = ("image", "text", "audio", "speech")
 
@@ -55,11 +69,20 @@ class EncodeClock:
     """Sums the time spent inside the encoders' encode(), to split a pipeline run into encoding and
     everything else; measured within the same run, so machine noise cannot widen the gap."""
 
-    def __init__(self, encoders: Any) -> None:
+    def __init__(self) -> None:
         self.total, self.depth = 0.0, 0
-        for kind in KINDS:
-            encoder = encoders.for_modality(kind)
-            encoder.encode = self._timed(encoder.encode)  # instance attribute shadows the method
+
+    @contextmanager
+    def timing(self, encoders: Any) -> Iterator[EncodeClock]:
+        """The encoders' encode() timed inside the block (an instance attribute shadows the method)."""
+        timed = list({id(e): e for e in map(encoders.for_modality, KINDS)}.values())
+        for encoder in timed:
+            encoder.encode = self._timed(encoder.encode)
+        try:
+            yield self
+        finally:
+            for encoder in timed:
+                del encoder.encode
 
     def _timed(self, encode: Any) -> Any:
         def timed(items: list[Any]) -> Any:
@@ -144,13 +167,6 @@ def bare_inputs(tasks: list[dict[str, Any]], settings: Any, encoders: Any) -> Ba
 # ---------------------------------------------------------------- the two contenders
 
 
-def clear_feature_cache(r: redis.Redis) -> None:
-    for pattern in ("broaden:ref:*", "broaden:feat:*"):
-        keys = list(r.scan_iter(pattern, count=1000))
-        for start in range(0, len(keys), 1000):
-            r.unlink(*keys[start : start + 1000])
-
-
 def run_pipeline(
     predictor: Any, r: redis.Redis, tasks: list[dict[str, Any]], config: Any, expect: int, clock: EncodeClock
 ) -> tuple[float, float]:
@@ -184,7 +200,7 @@ def interleaved(args: argparse.Namespace, redis_url: str) -> tuple[Runs, BareInp
     from backend.model.encoders import load_encoders
     from backend.model.predictor import Predictor
 
-    demo_dir = demo_set(args.demo_dir.resolve(), args.items)
+    demo_dir = demo_set(args.demo_dir.resolve(), args.items) if args.demo_dir else quick_demo()
     tasks = demo_tasks(demo_dir, args.items)
     settings = Settings(redis_url=redis_url, media_roots=str(demo_dir))
     encoders = load_encoders(settings)
@@ -194,19 +210,20 @@ def interleaved(args: argparse.Namespace, redis_url: str) -> tuple[Runs, BareInp
     inputs = bare_inputs(tasks, settings, encoders)
     expect = sum(len(m) for m in inputs.media.values())
 
-    clock = EncodeClock(encoders)
-    run_pipeline(predictor, r, tasks, config, expect, clock)  # warm-up: first batches pay one-time costs
-    run_bare(encoders, inputs)
     runs = Runs()
-    for rep in range(args.reps):
-        took, encoding = run_pipeline(predictor, r, tasks, config, expect, clock)
-        runs.pipeline_s.append(took)
-        runs.pipeline_encode_s.append(encoding)
-        bare = run_bare(encoders, inputs)
-        runs.bare_s.append(sum(bare.values()))
-        for kind, s in bare.items():
-            runs.bare_kind_s[kind].append(s)
-        out(f"rep {rep + 1}/{args.reps}: pipeline {took:.2f}s ({encoding:.2f}s encoding), bare {runs.bare_s[-1]:.2f}s")
+    with EncodeClock().timing(encoders) as clock:
+        run_pipeline(predictor, r, tasks, config, expect, clock)  # warm-up: first batches pay one-time costs
+        run_bare(encoders, inputs)
+        for rep in range(args.reps):
+            took, encoding = run_pipeline(predictor, r, tasks, config, expect, clock)
+            runs.pipeline_s.append(took)
+            runs.pipeline_encode_s.append(encoding)
+            bare = run_bare(encoders, inputs)
+            runs.bare_s.append(sum(bare.values()))
+            for kind, s in bare.items():
+                runs.bare_kind_s[kind].append(s)
+            bare_s = runs.bare_s[-1]
+            out(f"rep {rep + 1}/{args.reps}: pipeline {took:.2f}s ({encoding:.2f}s encoding), bare {bare_s:.2f}s")
     if args.profile:
         profile_pipeline(predictor, r, tasks, config)
     r.close()
@@ -267,19 +284,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--demo-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "broaden-bench-demo",
-        help="demo set to use, built there if missing or too small",
+        help=f"demo set to use, built there if missing or too small (default {DEMO_DIR}; --quick: a small one)",
     )
-    p.add_argument("--items", type=int, default=48, help="tasks per run (image + caption + voice-over each)")
-    p.add_argument("--reps", type=int, default=9, help="timed pipeline/bare pairs")
+    p.add_argument("--items", type=int, help="tasks per run, image + caption + voice-over each (default 48)")
+    p.add_argument("--reps", type=int, help="timed pipeline/bare pairs (default 9)")
     p.add_argument("--redis-url", help="use this Redis instead of a private one (its broaden keys are deleted)")
     p.add_argument("--profile", action="store_true", help="profile one more pipeline run (needs pyinstrument)")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="8 items of a small demo set, one timed pair")
+    args = p.parse_args(argv)
+    if not args.quick:
+        args.demo_dir = args.demo_dir or DEMO_DIR
+    args.items = args.items or (8 if args.quick else 48)
+    args.reps = args.reps or (1 if args.quick else 9)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    ensure_malloc_env()
     load_start = os.getloadavg()[0]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -290,10 +311,11 @@ def main(argv: list[str] | None = None) -> None:
             runs, inputs, n_tasks = interleaved(args, url)
     out("\n## Encoding throughput\n")
     out("\n".join(machine_lines(load_start)))
-    out(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
+    out(f"- command: `{command_line(__file__, argv)}`")
     out(f"- {n_tasks} demo tasks per run, {args.reps} interleaved pipeline/bare pairs after one warm-up each\n")
     out("\n".join(table(runs, inputs, n_tasks)))
 
 
 if __name__ == "__main__":
+    ensure_malloc_env()
     main()

@@ -3,14 +3,16 @@
 Starts its own redis-server (unless --redis-url is given) and `python -m broaden.cli serve`
 in a subprocess, builds (or reuses) a demo set, then times batches of 1 and 100 tasks:
 
-  uncached  every broaden:ref:* and broaden:feat:* key is deleted before each repetition, so
-            every media item is fetched, decoded and encoded again (project state is kept);
+  uncached  every cached encoder output (keys.feature_patterns()) is deleted before each
+            repetition, so every media item is fetched, decoded and encoded again (project
+            state is kept);
   cached    the same request again, all features already in Redis.
 
 Cached requests are also timed against a trained model (fitted in this process on demo labels,
 stored in Redis, loaded by the server on its first request) unless --train-items 0.
 
     PYTHONPATH=. python benchmarks/predict_latency.py
+    ./dev run python benchmarks/predict_latency.py --quick   # batches of 4, a rep each: seconds
 """
 
 from __future__ import annotations
@@ -34,11 +36,30 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
-from common import MALLOC_ENV, ROOT, code_version, cpu_model, demo_set, ensure_malloc_env, free_port, out, own_redis
+from common import (
+    MALLOC_ENV,
+    ROOT,
+    clear_feature_cache,
+    code_version,
+    command_line,
+    cpu_model,
+    demo_set,
+    ensure_malloc_env,
+    free_port,
+    out,
+    own_redis,
+    quick_demo,
+)
+
+from backend.store import keys
 
 PROJECT = "1.1700000000"  # Label Studio's "<id>.<created>" form
 TRAINED_PROJECT = 2
 GOAL_MS = 100.0
+DEMO_DIR = Path(tempfile.gettempdir()) / "broaden-bench-demo"
+# Options left unset take these values (the quick demo set has 16 items).
+FULL = dict(items=120, batch=100, reps_cached=20, reps_uncached_1=5, reps_uncached_batch=3, train_items=48)
+QUICK = dict(items=8, batch=4, reps_cached=2, reps_uncached_1=1, reps_uncached_batch=1, train_items=8)
 # The handler logs one line per request; its time excludes HTTP, parsing and serialisation.
 HANDLER_RE = re.compile(r"predict project=\S+ tasks=(\d+) empty=(\d+) deferred=\d+ in ([0-9.]+)s")
 
@@ -133,14 +154,6 @@ def wire(task: dict[str, Any]) -> dict[str, Any]:
     return {"id": task["id"], "data": task["data"]}
 
 
-def clear_feature_cache(r: redis.Redis) -> None:
-    """Forget every encoder output (both cache levels); the project's config and model stay."""
-    for pattern in ("broaden:ref:*", "broaden:feat:*"):
-        keys = list(r.scan_iter(pattern, count=1000))
-        for start in range(0, len(keys), 1000):
-            r.unlink(*keys[start : start + 1000])
-
-
 # ---------------------------------------------------------------- trained model
 
 
@@ -163,19 +176,20 @@ def annotated(task: dict[str, Any]) -> dict[str, Any]:
     return {**wire(task), "annotations": [{"id": task["id"], "result": result}]}
 
 
-def fit_model(redis_url: str, demo_dir: Path, tasks: list[dict[str, Any]], config_xml: str) -> str:
-    """Train the project's model here, as a worker would, so the server only has to load it."""
+def fit_model(redis_url: str, demo_dir: Path, tasks: list[dict[str, Any]], config_xml: str) -> str | None:
+    """Train the project's model here, as a worker would, so the server only has to load it; its
+    model version (None if nothing could be trained)."""
     from backend.config import Settings
     from backend.model.encoders import load_encoders
     from backend.model.predictor import Predictor
 
     settings = Settings(redis_url=redis_url, media_roots=str(demo_dir))
     r = redis.Redis.from_url(redis_url)
-    info = Predictor(settings, load_encoders(settings), r).fit(
+    fitted = Predictor(settings, load_encoders(settings), r).fit(
         TRAINED_PROJECT, [annotated(t) for t in tasks], config_xml
     )
     r.close()
-    return str(info.get("model_version"))
+    return fitted.version
 
 
 # ---------------------------------------------------------------- measuring
@@ -266,23 +280,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--demo-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "broaden-bench-demo",
-        help="demo set to use, built there if missing or too small",
+        help=f"demo set to use, built there if missing or too small (default {DEMO_DIR}; --quick: a small one)",
     )
-    p.add_argument("--items", type=int, default=120, help="demo items (at least the big batch)")
-    p.add_argument("--batch", type=int, default=100, help="the big batch size")
-    p.add_argument("--reps-cached", type=int, default=20)
-    p.add_argument("--reps-uncached-1", type=int, default=5)
-    p.add_argument("--reps-uncached-batch", type=int, default=3)
-    p.add_argument("--train-items", type=int, default=48, help="items to fit a model on (0: skip trained runs)")
+    p.add_argument("--items", type=int, help="demo items, at least the big batch (default 120)")
+    p.add_argument("--batch", type=int, help="the big batch size (default 100)")
+    p.add_argument("--reps-cached", type=int, help="default 20")
+    p.add_argument("--reps-uncached-1", type=int, help="default 5")
+    p.add_argument("--reps-uncached-batch", type=int, help="default 3")
+    p.add_argument("--train-items", type=int, help="items to fit a model on, 0: skip trained runs (default 48)")
     p.add_argument("--redis-url", help="use this Redis instead of a private one (its broaden feature keys are deleted)")
     p.add_argument("--port", type=int, default=0, help="backend port (default: a free one)")
     p.add_argument("--server-log", type=Path, help="where the backend logs (default: in a temp dir)")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="a small demo set, batches of 4, one or two reps each")
+    args = p.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if not args.quick:
+        args.demo_dir = args.demo_dir or DEMO_DIR
+    return args
 
 
 def measure(args: argparse.Namespace, redis_url: str, log_path: Path) -> list[Scenario]:
-    demo_dir = demo_set(args.demo_dir.resolve(), max(args.items, args.batch))
+    demo_dir = demo_set(args.demo_dir.resolve(), max(args.items, args.batch)) if args.demo_dir else quick_demo()
     tasks = demo_tasks(demo_dir)
     config_xml = (demo_dir / "label_config.xml").read_text()
     r = redis.Redis.from_url(redis_url)
@@ -309,7 +329,6 @@ def measure(args: argparse.Namespace, redis_url: str, log_path: Path) -> list[Sc
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    ensure_malloc_env()  # the client's allocator matters less, but keep both processes alike
     load_start = os.getloadavg()[0]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -322,10 +341,9 @@ def main(argv: list[str] | None = None) -> None:
                 scenarios = measure(args, url, log_path)
     out("\n## /predict latency\n")
     out("\n".join(machine_lines(load_start)))
-    out(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    out(
-        "- uncached: broaden:ref:* and broaden:feat:* deleted before each repetition; cached: the same request repeated"
-    )
+    out(f"- command: `{command_line(__file__, argv)}`")
+    cached = " and ".join(keys.feature_patterns())
+    out(f"- uncached: {cached} deleted before each repetition; cached: the same request repeated")
     out(
         "- wall time of the HTTP request (httpx, keep-alive, loopback); handler = time the server logged "
         "for Predictor.predict (excludes request parsing and response serialisation)\n"
@@ -335,4 +353,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    ensure_malloc_env()  # the client's allocator matters less, but keep both processes alike
     main()

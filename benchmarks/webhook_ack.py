@@ -6,6 +6,7 @@ webhooks over several projects (sequential, then from several threads at once) a
 with GET /health, the floor of the same server, measured interleaved in the same run.
 
     python benchmarks/webhook_ack.py --events 2000 --projects 20 --threads 4
+    ./dev run python benchmarks/webhook_ack.py --quick   # bursts of 20: seconds once the server is up
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +25,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import redis
-from common import free_port
+from common import free_port, own_redis
+
+from backend.queue.producer import queue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +49,12 @@ def burst(url: str, events: int, projects: int, threads: int) -> tuple[list[floa
         return timed(client, "POST", url + "/webhook", json=body), timed(client, "GET", url + "/health")
 
     clients = [httpx.Client(timeout=10) for _ in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        pairs = list(pool.map(lambda i: one(i, clients[i % threads]), range(events)))
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            pairs = list(pool.map(lambda i: one(i, clients[i % threads]), range(events)))
+    finally:
+        for client in clients:
+            client.close()
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -56,61 +62,68 @@ def pct(xs: list[float]) -> str:
     return f"{np.percentile(xs, 50):.2f} / {np.percentile(xs, 99):.2f} / {max(xs):.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--events", type=int, help="webhooks per burst (default 2000; --quick: 20)")
     ap.add_argument("--projects", type=int, default=20)
     ap.add_argument("--threads", type=int, default=4)
-    args = ap.parse_args()
-    port, http_port = free_port(), free_port()
-    work = Path(tempfile.mkdtemp(prefix="broaden-webhook-"))
-    redis_proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    env = {
-        **os.environ,
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "PYTHONPATH": str(ROOT),
-        "BROADEN_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(http_port)],
-        env=env,
-        stdout=open(work / "serve.log", "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        burst(url, 200, args.projects, 1)  # warm-up
-        redis.Redis(port=port).flushdb()
-        print(
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"python {platform.python_version()}"
-        )
-        print(
-            "| client threads | webhooks | webhook p50 / p99 / max (ms) | GET /health p50 / p99 / max (ms) "
-            "| sync jobs queued |"
-        )
-        print("|---|---|---|---|---|")
-        for threads in (1, args.threads):
-            r = redis.Redis(port=port)
-            r.flushdb()
-            hooks, health = burst(url, args.events, args.projects, threads)
-            queued = r.llen("rq:queue:broaden")
-            print(
-                f"| {threads} | {args.events} over {args.projects} projects | {pct(hooks)} | {pct(health)} | {queued} |"
+    ap.add_argument("--quick", action="store_true", help="bursts of 20 webhooks, a short warm-up")
+    args = ap.parse_args(argv)
+    args.events = args.events or (20 if args.quick else 2000)
+    warm_up = 20 if args.quick else 200
+    http_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="broaden-webhook-") as tmp, own_redis(Path(tmp)) as redis_url:
+        env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), "BROADEN_LOG_LEVEL": "WARNING"}
+        log = Path(tmp) / "serve.log"
+        with log.open("wb") as sink:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(http_port)],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        redis_proc.terminate()
+        url = f"http://127.0.0.1:{http_port}"
+        try:
+            wait_healthy(url, server, log)
+            burst(url, warm_up, args.projects, 1)
+            r = redis.Redis.from_url(redis_url)
+            print(
+                f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"python {platform.python_version()}"
+            )
+            print(
+                "| client threads | webhooks | webhook p50 / p99 / max (ms) | GET /health p50 / p99 / max (ms) "
+                "| sync jobs queued |"
+            )
+            print("|---|---|---|---|---|")
+            for threads in (1, args.threads):
+                r.flushdb()
+                hooks, health = burst(url, args.events, args.projects, threads)
+                queued = queue(r).count
+                print(
+                    f"| {threads} | {args.events} over {args.projects} projects | {pct(hooks)} | {pct(health)} "
+                    f"| {queued} |"
+                )
+            r.close()
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout_s: float = 300) -> None:
+    """Until GET /health answers 200; the server's log if it exits or never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the backend exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the backend did not answer /health within {timeout_s:g} s:\n{log.read_text()[-3000:]}")
 
 
 if __name__ == "__main__":
