@@ -1,4 +1,4 @@
-"""Nearest neighbours: numpy / torch brute force against faiss exact and IVF-Flat as VectorIndex builds them.
+"""Nearest neighbours: VectorIndex (broaden's index) against numpy / torch brute force, faiss exact and IVF-Flat.
 
 Data: clustered unit vectors (d=256, broaden's fused embedding size). Uniform random vectors
 have no neighbour structure, so IVF recall on them says nothing; here 100 topics of 20 sub-topics
@@ -12,28 +12,34 @@ a rotating order (noise hits all of them alike); medians are reported.
 
   numpy       unit rows, q @ x.T, argpartition, sort of the top k
   torch       torch.topk on the same matmul (torch's own BLAS, MKL)
-  faiss exact VectorIndex built exact: IndexIDMap2(IndexFlatIP)
+  VectorIndex built exact (its default up to EXACT_MAX): torch matmul + topk, queries in chunks
+  faiss exact IndexIDMap2(IndexFlatIP), what VectorIndex was before it multiplied matrices itself
   faiss BLAS  the same index with faiss's BLAS cut-over lowered so it multiplies matrices
               (diagnostic: why faiss exact is slow at Q=100)
-  IVF         VectorIndex built approximate: IVF-Flat, nlist ~ 4 sqrt(N), nprobe 8, 16, 32
+  IVF         faiss IVF-Flat with VectorIndex's nlist (~ 4 sqrt(N)), searched with nprobe 8, 16, 32
+  VectorIndex IVF  VectorIndex built approximate (exact_max=0): its own nlist and nprobe
   diagnostics at N=100k: numpy with 1 BLAS thread, faiss exact (scan and BLAS path) and IVF with
               1 OpenMP thread, to see what the second core buys on a shared machine
 
-"build" is what a sync pays before it can search: normalising the rows (numpy, torch) or
-VectorIndex.build (exact: normalise + copy; IVF: normalise + k-means training + add). broaden
-builds a fresh index on every sync (Pool is made per sync), so build + search is the per-sync cost.
+"build" is what a sync pays before it can search: normalising the rows (numpy, torch), building
+the faiss index (normalise + add; IVF: normalise + k-means training + add) or VectorIndex.build.
+broaden builds a fresh index on every sync (Pool is made per sync), so build + search is the
+per-sync cost.
 
 k-means for IVF at 1M (nlist 4000 on all 1M points) takes 5-10 minutes on two cores, so by
-default the 1M IVF is trained on 39 points a list with 10 iterations (marked *, search numbers only)
-and VectorIndex.build's time at 1M is extrapolated; --full-ivf builds it as VectorIndex does.
+default the 1M IVF is trained on 39 points a list with 10 iterations (marked *, search numbers
+only), VectorIndex IVF is not built at 1M, and its build time there is extrapolated; --full-ivf
+builds both for real.
 
-    PYTHONPATH=. python benchmarks/knn.py [--quick] [--full-ivf]
+    PYTHONPATH=. python benchmarks/knn.py [--full-ivf]
+    ./dev run python benchmarks/knn.py --quick   # a few thousand vectors, the same code: seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import math
 import os
 import platform
@@ -47,32 +53,53 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from backend.ranking.index import EXACT_MAX, NPROBE, VectorIndex, normalise
+from backend.ranking.index import EXACT_MAX, VectorIndex, normalise
 
 ROOT = Path(__file__).resolve().parent.parent
 D, Q, K = 256, 100, 10
-SIZES = (10_000, 50_000, 100_000, 1_000_000)
-QUICK_SIZES = (10_000, 50_000, 100_000)
-REPS = {10_000: 9, 50_000: 7, 100_000: 5, 1_000_000: 2}
-QUICK_REPS = {10_000: 5, 50_000: 3, 100_000: 3}
 NPROBES = (8, 16, 32)
+NPROBE = 16  # the IVF row the summary quotes: VectorIndex's nprobe up to ~2M vectors (max(16, nlist // 128))
 TOPICS, SUBTOPICS, LOCAL_RANK = 100, 20, 16
 SUB_SPREAD, LOCAL_SPREAD, NOISE = 0.5, 1.0, 0.3
 CHUNK = 100_000  # rows generated / scored at a time, to bound temporaries at 1M
 RESCORE_S_PER_TASK = (1e-4, 2e-4)  # a sync rescoring 10k tasks takes 1-2 s
-DIAG_N = 100_000  # where the thread-count diagnostics run
 WARM_Q = 20  # same code paths as Q=100 (faiss changes path below 2 queries and from 500)
 TIE = 1e-5  # float32 dot products of unit vectors differ from exact ones by ~1e-6
 ENV_REPORTED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 Vectors = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures: the sizes, timed rounds per size, where the thread diagnostics run,
+    from which size the IVF gets reduced training, and a growing index across its switch to IVF."""
+
+    sizes: tuple[int, ...]
+    reps: dict[int, int]
+    diag_n: int
+    reduced_from: int
+    grow: tuple[int, int, int, int]  # start, stop, step, exact_max of the growing index
+
+
+FULL = Plan(
+    sizes=(10_000, 50_000, 100_000, 1_000_000),
+    reps={10_000: 9, 50_000: 7, 100_000: 5, 1_000_000: 2},
+    diag_n=100_000,
+    reduced_from=1_000_000,
+    grow=(45_000, 56_000, 1000, 50_000),
+)
+QUICK = Plan(
+    sizes=(500, 2_000), reps={500: 2, 2_000: 2}, diag_n=2_000, reduced_from=2_000, grow=(1_500, 2_500, 250, 2_000)
+)
 
 
 def out(line: str = "") -> None:
@@ -166,7 +193,8 @@ def torch_knn(x: torch.Tensor, q: torch.Tensor, k: int = K) -> Ids:
         return torch.topk(q @ x.T, k, dim=1).indices.numpy()
 
 
-def index_knn(index: VectorIndex, q: Vectors, k: int = K) -> Ids:
+def index_knn(index: VectorIndex | faiss.Index, q: Vectors, k: int = K) -> Ids:
+    """Ids of the k nearest rows: VectorIndex and faiss indexes search alike ((sims, ids))."""
     return index.search(q, k)[1]
 
 
@@ -234,27 +262,30 @@ def under(search: Search, *contexts: Callable[[], AbstractContextManager[None]])
 
 
 def ivf_nlist(n: int) -> int:
-    """VectorIndex.build's list count, for the reduced-training 1M index only."""
+    """The list count VectorIndex.build gives an IVF index of n vectors."""
     return max(1, min(int(4 * math.sqrt(n)), n // 39))
 
 
-def reduced_ivf(x: Vectors, ids: Ids, seed: int = 0) -> VectorIndex:
-    """An IVF VectorIndex with VectorIndex's nlist, k-means on 39 points a list, 10 iterations."""
-    v = normalise(x)
-    nlist = ivf_nlist(len(v))
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.niter = 10
-    sample = np.random.default_rng(seed).choice(len(v), min(len(v), 39 * nlist), replace=False)
-    ivf.train(v[np.sort(sample)])
-    ivf.nprobe = NPROBE
-    ivf.add_with_ids(v, ids)
-    index = VectorIndex(D, exact_max=0)
-    index._index = ivf  # the benchmark's way in: VectorIndex has no constructor from a built index
+def faiss_exact(x: Vectors, ids: Ids) -> faiss.Index:
+    """faiss's exact inner-product index over the unit rows, keyed by id."""
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(D))
+    index.add_with_ids(normalise(x), ids)
     return index
 
 
-def set_nprobe(index: VectorIndex, nprobe: int) -> None:
-    faiss.downcast_index(index._index).nprobe = nprobe
+def faiss_ivf(x: Vectors, ids: Ids, reduced: bool, seed: int = 0) -> faiss.IndexIVFFlat:
+    """IVF-Flat with VectorIndex's nlist, k-means on every row; `reduced`: on 39 rows a list, 10 iterations."""
+    v = normalise(x)
+    nlist = ivf_nlist(len(v))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, nlist, faiss.METRIC_INNER_PRODUCT)
+    if reduced:
+        ivf.cp.niter = 10
+        sample = np.random.default_rng(seed).choice(len(v), min(len(v), 39 * nlist), replace=False)
+        ivf.train(v[np.sort(sample)])
+    else:
+        ivf.train(v)
+    ivf.add_with_ids(v, ids)
+    return ivf
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -288,25 +319,22 @@ class Method:
     search: Search
 
 
-def measure_size(x: Vectors, q: Vectors, n: int, reps: int, full_ivf: bool) -> list[Row]:
+def measure_size(x: Vectors, q: Vectors, n: int, reps: int, full_ivf: bool, plan: Plan) -> list[Row]:
     db, ids = x[:n], np.arange(n, dtype=np.int64)
     truth = ground_truth(db, q)
     out(f"  N={n:,}: top-1 cosine {truth.top1:.3f}, top-10 {truth.top10:.3f}")
     prep = [timed(lambda: normalise(db))[0] for _ in range(3)]
-    exact_build = []
-    for _ in range(3):  # each build replaces the last, so at most one extra copy lives at a time
-        exact = None
-        seconds, exact = timed(lambda: VectorIndex(D, exact_max=n).build(db, ids))
-        exact_build.append(seconds)
-    ivf, ivf_build, starred = build_ivf(db, ids, n, full_ivf)
+    # Each build replaces the last, so at most one extra copy lives at a time.
+    index_build, index = builds(lambda: VectorIndex(D, exact_max=n).build(db, ids), 3)
+    exact_build, exact = builds(lambda: faiss_exact(db, ids), 3)
+    reduced = n >= plan.reduced_from and not full_ivf
+    ivf_build, ivf = builds(lambda: faiss_ivf(db, ids, reduced), 3 if n <= 10_000 else 1)
     xt = torch.from_numpy(db)
     methods = [
         Method(Row(n, "numpy", "numpy matmul + argpartition", prep), lambda q: numpy_knn(db, q)),
         Method(Row(n, "torch", "torch matmul + topk", prep), lambda q: torch_knn(xt, torch.from_numpy(q))),
-        Method(
-            Row(n, "exact", "faiss exact (VectorIndex: IDMap2 + FlatIP)", exact_build),
-            lambda q: index_knn(exact, q),
-        ),
+        Method(Row(n, "index", "VectorIndex exact (torch matmul + topk)", index_build), lambda q: index_knn(index, q)),
+        Method(Row(n, "exact", "faiss exact (IDMap2 + FlatIP)", exact_build), lambda q: index_knn(exact, q)),
     ]
     if faiss_global("distance_compute_blas_threshold") is not None:
         methods.append(
@@ -315,12 +343,15 @@ def measure_size(x: Vectors, q: Vectors, n: int, reps: int, full_ivf: bool) -> l
                 under(lambda q: index_knn(exact, q), lambda: faiss_blas_from(0)),
             )
         )
-    if n == DIAG_N:
+    if n == plan.diag_n:
         methods += diagnostics(n, db, ids, exact, prep, exact_build)
-    nlist = faiss.downcast_index(ivf._index).nlist
     for p in NPROBES:
-        label = f"IVF-Flat nlist {nlist}, nprobe {p}" + ("*" if starred else "")
-        methods.append(Method(Row(n, "ivf", label, ivf_build, nprobe=p, reduced=starred), nprobe_search(ivf, p)))
+        label = f"IVF-Flat nlist {ivf.nlist}, nprobe {p}" + ("*" if reduced else "")
+        methods.append(Method(Row(n, "ivf", label, ivf_build, nprobe=p, reduced=reduced), nprobe_search(ivf, p)))
+    if not reduced:  # VectorIndex's own IVF: its nlist and nprobe
+        seconds, approximate = timed(lambda: VectorIndex(D, exact_max=0).build(db, ids))
+        label = "VectorIndex IVF (exact_max=0)"
+        methods.append(Method(Row(n, "index-ivf", label, [seconds]), lambda q: index_knn(approximate, q)))
     warm = q[:WARM_Q]  # enough queries for the same code paths, a fifth of the cost at 1M
     for m in methods:  # thread pools, first touches of result buffers
         m.search(warm)
@@ -333,8 +364,18 @@ def measure_size(x: Vectors, q: Vectors, n: int, reps: int, full_ivf: bool) -> l
     return [m.row for m in methods]
 
 
+def builds(build: Callable[[], object], times: int) -> tuple[list[float], Any]:
+    """(seconds of each build, the last index built)."""
+    seconds, index = [], None
+    for _ in range(times):
+        index = None  # the previous index is freed before the next is built
+        took, index = timed(build)
+        seconds.append(took)
+    return seconds, index
+
+
 def diagnostics(
-    n: int, db: Vectors, ids: Ids, exact: VectorIndex, prep: list[float], exact_build: list[float]
+    n: int, db: Vectors, ids: Ids, exact: faiss.Index, prep: list[float], exact_build: list[float]
 ) -> list[Method]:
     """Thread-count variants: does a second thread help on a shared two-core machine?"""
 
@@ -342,7 +383,7 @@ def diagnostics(
         return index_knn(exact, q)
 
     with faiss_threads(1):
-        seconds, ivf = timed(lambda: VectorIndex(D, exact_max=0).build(db, ids))
+        seconds, ivf = timed(lambda: faiss_ivf(db, ids, reduced=False))
     methods = [
         Method(
             Row(n, "diag", f"IVF-Flat nprobe {NPROBE}, built and searched with 1 omp thread", [seconds]),
@@ -367,25 +408,12 @@ def diagnostics(
     return methods
 
 
-def nprobe_search(index: VectorIndex, nprobe: int) -> Search:
+def nprobe_search(index: faiss.IndexIVFFlat, nprobe: int) -> Search:
     def run(q: Vectors) -> Ids:
-        set_nprobe(index, nprobe)
+        index.nprobe = nprobe
         return index_knn(index, q)
 
     return run
-
-
-def build_ivf(db: Vectors, ids: Ids, n: int, full_ivf: bool) -> tuple[VectorIndex, list[float], bool]:
-    """(index, build seconds, reduced?): VectorIndex's own build unless it is the slow 1M case."""
-    if n >= 1_000_000 and not full_ivf:
-        seconds, index = timed(lambda: reduced_ivf(db, ids))
-        return index, [seconds], True
-    builds, index = [], None
-    for _ in range(3 if n <= 10_000 else 1):
-        index = None
-        seconds, index = timed(lambda: VectorIndex(D, exact_max=0).build(db, ids))
-        builds.append(seconds)
-    return index, builds, False
 
 
 # ---------------------------------------------------------------- growing index
@@ -401,10 +429,11 @@ class AddStep:
     exact_search_s: float
 
 
-def grow(x: Vectors, q: Vectors, start: int, stop: int, step: int = 1000) -> list[AddStep]:
-    """VectorIndex.add in 1k batches across EXACT_MAX, beside an index that stays exact."""
+def grow(x: Vectors, q: Vectors, start: int, stop: int, step: int, switch_at: int) -> list[AddStep]:
+    """VectorIndex.add in batches of `step` across its switch to IVF (exact_max=switch_at; broaden's
+    own EXACT_MAX is too large to grow across here), beside an index that stays exact."""
     ids = np.arange(stop, dtype=np.int64)
-    switching = VectorIndex(D).build(x[:start], ids[:start])
+    switching = VectorIndex(D, exact_max=switch_at).build(x[:start], ids[:start])
     exact = VectorIndex(D, exact_max=stop).build(x[:start], ids[:start])
     steps = []
     for lo in range(start, stop, step):
@@ -429,7 +458,8 @@ def code_version() -> str:
         return "unknown (no git)"
     changed = [line[3:] for line in dirty.stdout.splitlines()]
     # Other work is often in flight; what matters here is whether the measured index code differs.
-    index = "backend/index.py changed" if "backend/index.py" in changed else "backend/index.py as committed"
+    source = Path(inspect.getfile(VectorIndex)).resolve().relative_to(ROOT).as_posix()
+    index = f"{source} changed" if source in changed else f"{source} as committed"
     return (sha.strip() or "unknown") + (f" + uncommitted changes in {len(changed)} files, {index}" if changed else "")
 
 
@@ -503,9 +533,9 @@ def table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def growth_table(steps: list[AddStep]) -> list[str]:
+def growth_table(steps: list[AddStep], switch_at: int) -> list[str]:
     lines = [
-        f"| size after add | add ms (EXACT_MAX={EXACT_MAX:,}) | index | search ms (best of 3) "
+        f"| size after add | add ms (exact_max={switch_at:,}) | index | search ms (best of 3) "
         "| add ms (stays exact) | search ms (best of 3) |",
         "|---:|---:|---|---:|---:|---:|",
     ]
@@ -522,28 +552,31 @@ def summary(rows: list[Row]) -> list[str]:
     lines = []
     for n in sorted({r.n for r in rows}):
         at = [r for r in rows if r.n == n]
+        index = next(r for r in at if r.key == "index")
         exact = next(r for r in at if r.key == "exact")
         blas = next(r for r in at if r.key == "numpy")
         ivf = next(r for r in at if r.key == "ivf" and r.nprobe == NPROBE)
-        exact_ms, blas_ms, ivf_ms = (1000 * statistics.median(r.search_s) for r in (exact, blas, ivf))
+        index_ms, exact_ms, blas_ms, ivf_ms = (1000 * statistics.median(r.search_s) for r in (index, exact, blas, ivf))
         lines.append(
-            f"- N={n:,}: per sync exact faiss {fmt_s(exact.per_sync_s)} s, numpy {fmt_s(blas.per_sync_s)} s, "
-            f"IVF nprobe {NPROBE} {fmt_s(ivf.per_sync_s)} s; search only exact faiss {exact_ms:.0f} ms "
-            f"vs IVF {ivf_ms:.0f} ms; faiss exact / numpy search time {exact_ms / blas_ms:.1f}x"
+            f"- N={n:,}: per sync VectorIndex exact {fmt_s(index.per_sync_s)} s, exact faiss "
+            f"{fmt_s(exact.per_sync_s)} s, numpy {fmt_s(blas.per_sync_s)} s, IVF nprobe {NPROBE} "
+            f"{fmt_s(ivf.per_sync_s)} s; search only VectorIndex exact {index_ms:.0f} ms, exact faiss "
+            f"{exact_ms:.0f} ms vs IVF {ivf_ms:.0f} ms; faiss exact / numpy search time {exact_ms / blas_ms:.1f}x"
         )
     return lines
 
 
 def extrapolated_build(rows: list[Row]) -> str:
-    """VectorIndex.build at 1M from the largest measured full build, scaling with N * nlist (k-means)."""
-    full = [r for r in rows if r.key == "ivf" and r.nprobe == NPROBE and not r.reduced]
-    if not full:
+    """VectorIndex.build (IVF) at the largest N where it was not built, from the largest measured
+    build, scaling with N * nlist (k-means)."""
+    built = [r for r in rows if r.key == "index-ivf"]
+    missing = {r.n for r in rows} - {r.n for r in built}
+    if not built or not missing:
         return ""
-    big = max(full, key=lambda r: r.n)
-    n = 1_000_000
+    big, n = max(built, key=lambda r: r.n), max(missing)
     factor = (n * ivf_nlist(n)) / (big.n * ivf_nlist(big.n))
     return (
-        f"- VectorIndex.build (IVF) at 1M, extrapolated from {big.n:,} (k-means cost ~ N * nlist): "
+        f"- VectorIndex.build (IVF) at {n:,}, extrapolated from {big.n:,} (k-means cost ~ N * nlist): "
         f"~{statistics.median(big.build_s) * factor:.0f} s"
     )
 
@@ -553,18 +586,20 @@ def extrapolated_build(rows: list[Row]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="N up to 100k, fewer rounds, a shorter growth run")
-    p.add_argument("--full-ivf", action="store_true", help="build the 1M IVF as VectorIndex does (5-10 min)")
+    p.add_argument("--quick", action="store_true", help="a few thousand vectors, two rounds: the same code in seconds")
+    p.add_argument(
+        "--full-ivf", action="store_true", help="build the 1M IVF on every row, as VectorIndex does (5-10 min)"
+    )
     p.add_argument("--sizes", type=int, nargs="+", help="override the N values")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
     load_start = os.getloadavg()[0]
-    sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else SIZES))
-    reps = QUICK_REPS if args.quick else REPS
-    start, stop = (48_000, 53_000) if args.quick else (45_000, 56_000)
+    sizes = tuple(args.sizes or plan.sizes)
+    start, stop, step, switch_at = plan.grow
     started = time.perf_counter()
     total = max(*sizes, stop)
     out(f"generating {total:,} + {Q} clustered vectors, d={D}")
@@ -572,9 +607,9 @@ def main(argv: list[str] | None = None) -> None:
     q, x = x[-Q:].copy(), x[:-Q]
     rows: list[Row] = []
     for n in sizes:
-        rows += measure_size(x, q, n, reps.get(n, 3), args.full_ivf)
-    out(f"  growing a VectorIndex {start:,} -> {stop:,} in 1k adds")
-    steps = grow(x, q, start, stop)
+        rows += measure_size(x, q, n, plan.reps.get(n, 3), args.full_ivf, plan)
+    out(f"  growing a VectorIndex {start:,} -> {stop:,} in adds of {step:,}")
+    steps = grow(x, q, start, stop, step, switch_at)
     out()
     out("## Machine")
     for line in machine_lines(load_start):
@@ -591,8 +626,8 @@ def main(argv: list[str] | None = None) -> None:
     for line in summary(rows) + [extrapolated_build(rows)]:
         out(line)
     out()
-    out("## VectorIndex.add, 1k vectors at a time")
-    for line in growth_table(steps):
+    out(f"## VectorIndex.add, {step:,} vectors at a time (broaden's EXACT_MAX is {EXACT_MAX:,})")
+    for line in growth_table(steps, switch_at):
         out(line)
 
 
