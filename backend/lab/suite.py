@@ -1,0 +1,791 @@
+"""A suite of benchmark sets made unlike `broaden demo-data`, so that defaults are chosen on several
+and checked on one held out.
+
+Each recipe is made differently: other speech engines (flite, festival, espeak-ng) perturbed per
+item (tempo, pitch, noise, sample rates from 8 to 44.1 kHz), other media (no image, no text,
+drawn scenes, crops of real photos), other label configs (names, three-way and multiple-choice
+controls) and other rare classes with sub-types and benign look-alikes. Every set is written in
+the format `broaden simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label
+Studio, media paths relative to the folder. Test items draw their sentences from parts of their
+own, so no test wording occurs in the pool.
+
+    python -m backend.lab.suite --recipe podcast --out sets/podcast --items 400 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import shutil
+import string
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
+
+from backend.errors import BroadenError
+from backend.lab.demo import FASHION_MNIST_DIR, DemoDataError, available_voices, load_fashion_mnist, render_image
+from backend.labelstudio.labelconfig import parse_label_config
+
+log = logging.getLogger(__name__)
+
+TEST_FRACTION = 0.25
+MIN_RARE_PER_SPLIT = 2  # a rare label has at least this many items in each split, whatever its rate
+MIN_ITEMS = 16  # the smallest set whose test split still holds the rare items and some others
+MAX_CLIP_S = 9.0  # a longer take is sped up to fit: the encoders read about 12 s of audio
+TEMPO = (0.85, 1.2)  # speech perturbations drawn per item
+PITCH_CENTS = 300
+SNR_DB = (10.0, 30.0)
+RATES = (8000, 16000, 22050, 44100)  # the sample rate a WAV is written at, drawn per item
+# The Debian package that brings each command (the festival voice is its own package).
+PACKAGES = {"flite": "flite", "text2wave": "festival festvox-kallpc16k", "sox": "sox", "espeak-ng": "espeak-ng"}
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+FESTIVAL_VOICE = "kal_diphone"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared plumbing: wordings, the plan of splits and labels, speech, perturbation, files.
+
+
+@cache
+def wordings(recipe: str, split: str, kind: str, role: str) -> tuple[str, ...]:
+    """Every sentence one split's parts make for a role ("speech" or "text" kind): opener +
+    template + closer, each slot ({name}) filled with every value the split has for it."""
+    parts, fill = PHRASES[recipe][split][kind], PHRASES[recipe][split]["fill"]
+    out = []
+    for pieces in itertools.product(parts["opener"], parts[role], parts["closer"]):
+        text = "".join(pieces)
+        slots = list(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(text) if f))
+        for values in itertools.product(*(fill[s] for s in slots)):
+            filled = text.format(**dict(zip(slots, values, strict=True)))
+            out.append(filled[0].upper() + filled[1:])
+    return tuple(out)
+
+
+def _slots(rng: np.random.Generator, recipe: str, split: str) -> dict[str, str]:
+    """One value per slot for an item, so that its text and its speech talk about the same things."""
+    return {slot: str(rng.choice(values)) for slot, values in PHRASES[recipe][split]["fill"].items()}
+
+
+def _say(rng: np.random.Generator, recipe: str, split: str, kind: str, role: str, slots: dict[str, str]) -> str:
+    """One of wordings(recipe, split, kind, role), with the item's slot values."""
+    parts = PHRASES[recipe][split][kind]
+    text = "".join(str(rng.choice(parts[p])) for p in ("opener", role, "closer")).format(**slots)
+    return text[0].upper() + text[1:]
+
+
+def _plan(
+    rng: np.random.Generator, n_items: int, rates: dict[str, float | None], rare: str, audio_share: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Split, label and whether only the audio tells, per item. Labels other than the default
+    (the first of rates with rate None) get their rate in each split, the rare one at least
+    MIN_RARE_PER_SPLIT; within each split and label, the given share is decided by audio alone."""
+    if n_items < MIN_ITEMS:
+        raise DemoDataError(f"need at least {MIN_ITEMS} items (each split needs its rare items)")
+    n_test = max(MIN_ITEMS // 4, round(n_items * TEST_FRACTION))
+    splits = rng.permutation(["test"] * n_test + ["pool"] * (n_items - n_test))
+    default = next(label for label, rate in rates.items() if rate is None)
+    plan = [{"split": str(s), "label": default, "audio_only": False} for s in splits]
+    for split in ("pool", "test"):
+        free = [int(i) for i in rng.permutation(np.flatnonzero(splits == split))]
+        for label, rate in rates.items():
+            if rate is None:
+                continue
+            k = round(len(free) * rate) if label != rare else max(MIN_RARE_PER_SPLIT, round(len(free) * rate))
+            for i in free[:k]:
+                plan[i]["label"] = label
+            free = free[k:]
+        for label in rates:
+            members = [i for i in rng.permutation(np.flatnonzero(splits == split)) if plan[i]["label"] == label]
+            share = audio_share.get(label, 0.0)
+            k = round(len(members) * share) or (1 if share and len(members) > 1 else 0)
+            for i in members[:k]:
+                plan[i]["audio_only"] = True
+    return plan
+
+
+def _need(tools: tuple[str, ...]) -> None:
+    if missing := [t for t in tools if shutil.which(t) is None]:
+        packages = " ".join(dict.fromkeys(PACKAGES[t] for t in missing))
+        raise DemoDataError(f"{', '.join(missing)} not found on PATH; install with: sudo apt-get install {packages}")
+
+
+def flite_voices() -> list[str]:
+    """The wanted flite voices this flite has (`flite -lv`)."""
+    listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout.split()
+    if not (voices := [v for v in FLITE_VOICES if v in listed]):
+        raise DemoDataError(f"flite has none of the voices {', '.join(FLITE_VOICES)}")
+    return [f"flite:{v}" for v in voices]
+
+
+def _synthesize(voice: str, text: str, path: Path, rng: np.random.Generator) -> None:
+    """One take of text by "engine:voice" into a WAV at path, at the engine's own rate."""
+    engine, _, name = voice.partition(":")
+    if engine == "flite":
+        cmd = ["flite", "-voice", name, "-t", text, "-o", str(path)]
+    elif engine == "festival":
+        path.with_suffix(".txt").write_text(text)
+        cmd = ["text2wave", "-eval", f"(voice_{name})", "-o", str(path), str(path.with_suffix(".txt"))]
+    else:
+        speed, pitch = int(rng.integers(140, 186)), int(rng.integers(25, 76))
+        cmd = ["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "-w", str(path), text]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode or not path.is_file() or path.stat().st_size < 100:
+        why = (done.stderr.strip().splitlines() or ["no audio written"])[-1]
+        hint = " (the festival voice comes with festvox-kallpc16k)" if engine == "festival" else ""
+        raise DemoDataError(f"{engine} failed on {text!r}: {why}{hint}")
+
+
+def speech_wave(
+    voice: str,
+    text: str,
+    rate: int,
+    rng: np.random.Generator,
+    telephone: bool = False,
+    tempo: tuple[float, float] = TEMPO,
+    cents: float = PITCH_CENTS,
+) -> np.ndarray:
+    """text spoken by voice, shifted in pitch, changed in tempo (sped up further if it would run
+    over MAX_CLIP_S) and resampled to rate by sox; telephone: band-limited to 300-3400 Hz."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
+        _synthesize(voice, text, raw, rng)
+        factor = max(rng.uniform(*tempo), sf.info(raw).duration / MAX_CLIP_S)
+        effects = ["pitch", f"{rng.uniform(-cents, cents):.0f}", "tempo", "-s", f"{factor:.3f}"]
+        effects += ["sinc", "300-3400"] if telephone else []
+        cmd = ["sox", "-V1", "-D", str(raw), "-e", "floating-point", "-b", "32", str(out), *effects, "rate", str(rate)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise DemoDataError(f"sox failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        wave, _ = sf.read(out, dtype="float32", always_2d=True)
+    return wave.mean(axis=1)
+
+
+def save_audio(
+    wave: np.ndarray, rate: int, path: Path, rng: np.random.Generator, snr_db: tuple[float, float] = SNR_DB
+) -> None:
+    """Pad with a little silence, add white or rumbling noise at an SNR drawn from snr_db, set a
+    random level and write 16-bit PCM at rate."""
+    pad = [np.zeros(int(rng.uniform(0.05, 0.5) * rate), np.float32) for _ in range(2)]
+    wave = np.concatenate([pad[0], wave, pad[1]])
+    noise = rng.standard_normal(len(wave))
+    if rng.random() < 0.5:  # brown-ish: a leaky running sum, normalised
+        noise = np.cumsum(noise) - np.convolve(np.cumsum(noise), np.ones(64) / 64, mode="same")
+    power = np.mean(wave**2) / 10 ** (rng.uniform(*snr_db) / 10)
+    wave = wave + noise * np.sqrt(power / max(np.mean(noise**2), 1e-12))
+    wave *= rng.uniform(0.3, 0.9) / max(np.abs(wave).max(), 1e-6)
+    sf.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
+
+
+# ---------------------------------------------------------------------------------------------
+# Phrases. Per recipe and split: slot values ("fill"), then per kind (speech, text) openers,
+# closers and templates per role. Test parts share no template, opener or slot value with the pool.
+
+# fmt: off
+PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
+    "podcast": {
+        "pool": {
+            "fill": {
+                "topic": ["sourdough baking", "marathon training", "learning the cello", "fixing old bikes",
+                          "growing tomatoes on a balcony", "moving to a new city"],
+                "brand": ["Northwind Coffee", "Bramble meal kits", "Halcyon mattresses", "Ledger Lane notebooks"],
+                "pct": ["fifteen", "twenty", "thirty"],
+                "coin": ["bitcoin", "a new token called Moonrock", "ether"],
+                "casino": ["Lucky Harbor casino", "SpinCity bets"],
+                "remedy": ["colloidal silver", "a turmeric detox", "raw garlic water"],
+                "illness": ["diabetes", "asthma", "high blood pressure"],
+                "num": ["12", "27", "43", "58", "61", "74"],
+            },
+            "speech": {
+                "opener": ["", "Okay, ", "So listen, ", "Right, "],
+                "closer": [".", ", honestly.", ", trust me.", ", anyway."],
+                "clean": ["today we talk about {topic} with a guest who loves it",
+                          "{topic} turned out to be harder than I expected",
+                          "I spent the whole weekend on {topic}",
+                          "a listener wrote in about {topic}"],
+                "ad": ["this episode is brought to you by {brand}, use code SHOW for {pct} percent off",
+                       "{brand} sponsors today's show and listeners get {pct} percent off",
+                       "a quick word from our sponsor, {brand}"],
+                "unsafe:scam": ["send {coin} to the wallet in the show notes and I will double it",
+                                "my private group pays {pct} percent a week on {coin}, put your savings in"],
+                "unsafe:gambling": ["put your rent money on {casino}, my code gives you a free first bet",
+                                    "borrow if you have to, {casino} pays out every night"],
+                "unsafe:health": ["throw away your inhaler and take {remedy} instead",
+                                  "{remedy} cures {illness}, your doctor will never tell you that"],
+                "lookalike": ["here is how to spot a {coin} scam before it costs you",
+                              "never send gift cards to strangers, no real company asks for them",
+                              "our guest explains why {remedy} does not cure {illness}",
+                              "we talk about gambling debts and where to find help"],
+            },
+            "text": {
+                "opener": ["", "New episode. "],
+                "closer": ["", " Listen now.", " Show notes inside."],
+                "neutral": ["Episode {num}: catching up after a long week.",
+                            "Episode {num}: listener questions and stories from the road.",
+                            "Episode {num} of our weekly chat."],
+                "clean": ["We dig into {topic}.", "All about {topic}, with a guest."],
+                "ad": ["Includes a sponsor message from {brand}.", "Sponsored by {brand}, with a listener discount."],
+                "unsafe:scam": ["The host's private {coin} group that pays out every week."],
+                "unsafe:gambling": ["Big wins at {casino}, plus the host's betting code."],
+                "unsafe:health": ["Why {remedy} beats medicine for {illness}."],
+                "lookalike": ["Consumer advice: spotting fraud and false health claims."],
+            },
+        },
+        "test": {
+            "fill": {
+                "topic": ["restoring a sailboat", "night photography", "home brewing", "learning Japanese"],
+                "brand": ["Kestrel razors", "Oakmoss tea", "Fieldnote backpacks"],
+                "pct": ["ten", "twenty five"],
+                "coin": ["dogecoin", "a coin called SolarFlare", "litecoin"],
+                "casino": ["Golden Reef slots", "BetRocket"],
+                "remedy": ["apricot kernels", "a bleach cleanse", "ozone drops"],
+                "illness": ["cancer", "epilepsy", "heart disease"],
+                "num": ["5", "19", "33", "88"],
+            },
+            "speech": {
+                "opener": ["", "Look, ", "Now, "],
+                "closer": [".", ", seriously.", ", that's all."],
+                "clean": ["my guest this week has spent ten years on {topic}",
+                          "we finally tried {topic} and it went fine",
+                          "here is what nobody tells you about {topic}"],
+                "ad": ["support for the show comes from {brand}, get {pct} percent off with our link",
+                       "before we go on, {brand} is giving our listeners {pct} percent off"],
+                "unsafe:scam": ["wire your money into {coin} through my link and it triples by Friday",
+                                "give me your bank login and I will set up your {coin} account for you"],
+                "unsafe:gambling": ["sell your car and go all in at {casino}, you cannot lose",
+                                    "kids can sign up at {casino} too, just use my code"],
+                "unsafe:health": ["{remedy} will cure {illness}, skip the chemo",
+                                  "stop your seizure pills and try {remedy} for a month"],
+                "lookalike": ["a reporter tells us how she exposed a {coin} fraud ring",
+                              "if someone asks you to wire money for a prize, hang up",
+                              "the evidence says {remedy} does nothing for {illness}",
+                              "our guest quit betting at {casino} and tells her story"],
+            },
+            "text": {
+                "opener": ["", "Out now. "],
+                "closer": ["", " Enjoy."],
+                "neutral": ["Show {num}: a relaxed conversation.", "Show {num}: odds and ends from the mailbag."],
+                "clean": ["This week: {topic}.", "A long talk about {topic}."],
+                "ad": ["With thanks to our sponsor {brand}.", "Brought to you by {brand}."],
+                "unsafe:scam": ["How {coin} can triple your savings by Friday."],
+                "unsafe:gambling": ["Why you should go all in at {casino}."],
+                "unsafe:health": ["The {remedy} secret for {illness}."],
+                "lookalike": ["Fraud, betting and fake cures: how to protect yourself."],
+            },
+        },
+    },
+    "clips": {
+        "pool": {
+            "fill": {
+                "place": ["kitchen", "east wing", "car park", "basement", "lobby"],
+                "time": ["ten past six", "half past eight", "noon"],
+                "name": ["Maria", "Tom", "Priya", "Jonas"],
+                "day": ["Tuesday", "Friday"],
+            },
+            "speech": {
+                "opener": ["", "Hey, ", "Okay everyone, "],
+                "closer": [".", ", thanks.", ", okay?"],
+                "speech": ["the bus to the station leaves at {time}", "{name}, dinner is ready in the {place}",
+                           "did anyone see my keys in the {place}", "the meeting moved to {time}"],
+                "alert:fire": ["there is a fire in the {place}, leave the building now",
+                               "smoke in the {place}, everybody get out"],
+                "alert:flood": ["water is pouring into the {place}, move upstairs now"],
+                "alert:intruder": ["someone broke into the {place}, lock your doors and call the police"],
+                "lookalike": ["the fire drill on {day} is only a test, no need to leave",
+                              "the flood warning for the {place} has been lifted",
+                              "{name} bought a new smoke detector for the {place}",
+                              "the police officer at the {place} was very friendly"],
+            },
+        },
+        "test": {
+            "fill": {
+                "place": ["garage", "west stairwell", "loading dock", "nursery"],
+                "time": ["quarter to nine", "seven sharp"],
+                "name": ["Ahmed", "Lena", "Grace"],
+                "day": ["Monday", "Sunday"],
+            },
+            "speech": {
+                "opener": ["", "Listen up, ", "Attention, "],
+                "closer": [".", ", please.", ", right away."],
+                "speech": ["{name} is picking up the kids at {time}", "lunch is served in the {place}",
+                           "the printer in the {place} works again"],
+                "alert:fire": ["flames in the {place}, get out and stay out"],
+                "alert:flood": ["the {place} is under water, evacuate to the roof"],
+                "alert:intruder": ["an armed man is in the {place}, hide and stay silent",
+                                   "there is an intruder near the {place}, stay away from the windows"],
+                "lookalike": ["{name} practised the evacuation route on {day}, it went well",
+                              "the {place} got new fire extinguishers on {day}",
+                              "we watched a film about a flood on {day}"],
+            },
+        },
+    },
+    "reviews": {
+        "pool": {
+            "fill": {
+                "product": ["kettle", "desk lamp", "phone case", "blender", "backpack", "rice cooker"],
+                "person": ["mum", "flatmate", "son"],
+                "street": ["14 Elm Road", "2 Harbour Street"],
+                "site": ["easyreviewcash dot com", "stars4pay dot net"],
+            },
+            "text": {
+                "opener": ["Bought this for my {person}. ", "Ordered the {product} last month. ", ""],
+                "closer": ["", " Would buy again.", " Three stars."],
+                "keep": ["The {product} works well and was easy to set up.",
+                         "Arrived on time, the {product} looks like the photos.",
+                         "Decent {product} for the price, a bit noisy."],
+                "flag": ["The {product} got very hot and the plug started to smoke.",
+                         "The {product} gave my {person} an electric shock."],
+                "lookalike": ["This {product} is a killer deal, it destroys the competition.",
+                              "Customer service called me back and sorted it out, five stars.",
+                              "Do not believe the fake reviews, this {product} is genuinely good."],
+                "remove:threat": ["The seller should watch his back, I know where the warehouse is."],
+                "remove:personal_data": ["The owner lives at {street}, go and complain to him yourself."],
+                "remove:spam": ["Get paid for reviews like this one at {site}."],
+            },
+            "speech": {
+                "opener": ["", "Um, ", "So, "],
+                "closer": [".", ", yeah.", ", that's it."],
+                "remark": ["I recorded this after a week with the {product}",
+                           "just adding a voice note to my review",
+                           "my {person} uses the {product} every day"],
+                "lookalike": ["I would kill for a quieter {product}, but fine",
+                              "never post your home address in a review, people",
+                              "ignore anyone who pays for reviews, this one is honest"],
+                "remove:threat": ["I am going to find that seller and hurt him",
+                                  "the delivery driver will regret this, I know his van"],
+                "remove:personal_data": ["the seller lives at {street}, go and knock on his door"],
+                "remove:spam": ["want free stuff, go to {site} and write five star reviews for cash"],
+            },
+        },
+        "test": {
+            "fill": {
+                "product": ["toaster", "hair dryer", "yoga mat", "power bank"],
+                "person": ["dad", "partner"],
+                "street": ["7 Mill Lane", "31 Quay Road"],
+                "site": ["reviewbucks dot org", "paidstars dot shop"],
+            },
+            "text": {
+                "opener": ["Got the {product} as a gift. ", "Second {product} I have owned. "],
+                "closer": ["", " Recommended."],
+                "keep": ["Does the job, the {product} feels solid.", "Good value, my {person} likes the {product}."],
+                "flag": ["The {product} caught fire on the second day."],
+                "lookalike": ["The {product} is so good it should be illegal.",
+                              "The phone number on the box reached a real person, impressive."],
+                "remove:threat": ["Whoever packed this should be beaten, I will find you."],
+                "remove:personal_data": ["Here is the manager's home address, {street}, pay him a visit."],
+                "remove:spam": ["Earn money writing reviews, sign up at {site} today."],
+            },
+            "speech": {
+                "opener": ["", "Okay, ", "Hi, "],
+                "closer": [".", ", bye.", ", thanks."],
+                "remark": ["quick voice note about the {product}", "my {person} asked me to record this"],
+                "lookalike": ["the {product} absolutely murders the old one, in a good way",
+                              "never give out your address to a seller, stay safe"],
+                "remove:threat": ["whoever runs this shop, I will burn it down",
+                                  "tell the seller I will be waiting outside his house"],
+                "remove:personal_data": ["the owner's address is {street}, his phone is on the receipt"],
+                "remove:spam": ["five star reviews for cash, sign up at {site}"],
+            },
+        },
+    },
+}
+# fmt: on
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipes. Each makes the items of one set: plans them, writes their media under the folder
+# and returns manifest records (media paths relative to the folder).
+
+
+@dataclass
+class Job:
+    rng: np.random.Generator
+    out_dir: Path
+    n_items: int
+
+
+PODCAST_RATES = {"clean": None, "ad": 0.20, "unsafe": 0.05}  # None: the rest
+PODCAST_AUDIO_ONLY = 1 / 3  # of every label: a neutral blurb, only the clip tells
+PODCAST_LOOKALIKE = 0.15  # of clean clips: talk about scams, betting or cures, innocently
+PODCAST_SUBTYPES = ("scam", "gambling", "health")
+# Words the unsafe blurbs and clips use; a neutral blurb contains none of them.
+PODCAST_RARE_WORDS = ("coin", "bitcoin", "dogecoin", "litecoin", "token", "ether", "wallet", "savings", "bank",
+                      "casino", "bet", "slots", "cure", "remedy", "silver", "detox", "garlic", "kernels", "bleach",
+                      "ozone", "medicine", "doctor", "chemo", "inhaler", "seizure", "scam", "fraud")  # fmt: skip
+PODCAST_CONFIG = """<View>
+  <Text name="blurb" value="$blurb"/>
+  <Audio name="clip" value="$clip"/>
+  <Header value="Rating"/>
+  <Choices name="rating" toName="clip" choice="single" showInline="true">
+    <Choice value="clean"/>
+    <Choice value="ad"/>
+    <Choice value="unsafe"/>
+  </Choices>
+</View>
+"""
+
+
+def podcast(job: Job) -> list[dict[str, Any]]:
+    """Podcast clips with an episode blurb, no image: rate clean, ad or unsafe (rare: scams,
+    gambling pushes, dangerous health advice). A third of each label has a neutral blurb, so only
+    the clip tells; look-alike clips talk about scams and cures innocently. Speech by flite."""
+    rng, voices = job.rng, flite_voices()
+    records = []
+    plan = _plan(rng, job.n_items, PODCAST_RATES, "unsafe", dict.fromkeys(PODCAST_RATES, PODCAST_AUDIO_ONLY))
+    for i, item in enumerate(_progress(plan)):
+        split, label = item["split"], item["label"]
+        slots = _slots(rng, "podcast", split)
+        role, tags = label, []
+        if label == "unsafe":
+            role = f"unsafe:{rng.choice(PODCAST_SUBTYPES)}"
+            tags.append(role)
+        elif label == "clean" and rng.random() < PODCAST_LOOKALIKE:
+            role = "lookalike"
+            tags.append(role)
+        if item["audio_only"]:
+            tags.append("audio_only")
+        speech = _say(rng, "podcast", split, "speech", role, slots)
+        blurb = _say(rng, "podcast", split, "text", "neutral" if item["audio_only"] else role, slots)
+        item_id, rate = f"item-{i:04d}", int(rng.choice(RATES))
+        audio = f"audio/{item_id}.wav"
+        save_audio(speech_wave(str(rng.choice(voices)), speech, rate, rng), rate, job.out_dir / audio, rng)
+        records.append({"id": item_id, "text": blurb, "audio": audio, "label": {"rating": label}, "tags": tags,
+                        "split": split, "speech": speech})  # fmt: skip
+    return records
+
+
+CLIPS_RATES = {"": None, "alert": 0.06}  # "": no alert
+CLIPS_SCENES = ("sun", "house", "tree", "boat")  # drawn in the frame; balanced
+CLIPS_TRACKS = (("speech",), ("music",), ("music", "speech"))  # non-alert tracks, drawn uniformly
+CLIPS_MUSIC_UNDER_ALERT = 0.5
+CLIPS_LOOKALIKE = 0.2  # of non-alert speech: mentions fires, floods or the police innocently
+CLIPS_FESTIVAL = 0.5  # of speech by festival, the rest by espeak-ng
+CLIPS_SUBTYPES = ("fire", "flood", "intruder")
+CLIPS_CONFIG = """<View>
+  <Image name="frame" value="$frame"/>
+  <Audio name="track" value="$track"/>
+  <Header value="Scene"/>
+  <Choices name="scene" toName="frame" choice="single" showInline="true">
+    <Choice value="sun"/>
+    <Choice value="house"/>
+    <Choice value="tree"/>
+    <Choice value="boat"/>
+  </Choices>
+  <Header value="What the track holds"/>
+  <Choices name="flags" toName="track" choice="multiple" showInline="true">
+    <Choice value="music"/>
+    <Choice value="speech"/>
+    <Choice value="alert"/>
+  </Choices>
+</View>
+"""
+
+
+def clips(job: Job) -> list[dict[str, Any]]:
+    """Video-like clips as a frame and a sound track, no text: the frame's scene (drawn: sun,
+    house, tree, boat) and the track's flags (music, speech, alert; several at once). Alerts
+    (rare: fire, flood, intruder) are only said; look-alikes mention them innocently. Speech by
+    festival and espeak-ng, music synthesised."""
+    rng, voices = job.rng, [f"espeak-ng:{v}" for v in available_voices()]
+    plan = _plan(rng, job.n_items, CLIPS_RATES, "alert", {})
+    scenes = rng.permutation([CLIPS_SCENES[i % len(CLIPS_SCENES)] for i in range(len(plan))])
+    records = []
+    for i, (item, scene) in enumerate(zip(_progress(plan), scenes, strict=True)):
+        split, tags, role = item["split"], [], "speech"
+        slots = _slots(rng, "clips", split)
+        if item["label"] == "alert":
+            role = f"alert:{rng.choice(CLIPS_SUBTYPES)}"
+            flags = ["speech", "alert"] + (["music"] if rng.random() < CLIPS_MUSIC_UNDER_ALERT else [])
+            tags.append(role)
+        else:
+            flags = list(CLIPS_TRACKS[rng.integers(len(CLIPS_TRACKS))])
+            if "speech" in flags and rng.random() < CLIPS_LOOKALIKE:
+                role = "lookalike"
+                tags.append(role)
+        item_id, rate = f"item-{i:04d}", int(rng.choice(RATES))
+        frame, track = f"images/{item_id}.png", f"audio/{item_id}.wav"
+        draw_scene(rng, str(scene), job.out_dir / frame)
+        speech = _say(rng, "clips", split, "speech", role, slots) if "speech" in flags else ""
+        wave = np.zeros(0, np.float32)
+        if speech:
+            voice = f"festival:{FESTIVAL_VOICE}" if rng.random() < CLIPS_FESTIVAL else str(rng.choice(voices))
+            wave = speech_wave(voice, speech, rate, rng)
+        if "music" in flags:
+            n = len(wave) if speech else int(rng.uniform(2.5, 6.0) * rate)
+            wave = music(rng, rate, n) * (10 ** (-rng.uniform(6, 18) / 20) if speech else 1.0) + np.pad(
+                wave, (0, n - len(wave))
+            )
+        save_audio(wave, rate, job.out_dir / track, rng)
+        label = {"scene": str(scene), "flags": [f for f in ("music", "speech", "alert") if f in flags]}
+        records.append({"id": item_id, "image": frame, "audio": track, "label": label, "tags": tags,
+                        "split": split, "speech": speech})  # fmt: skip
+    return records
+
+
+def music(rng: np.random.Generator, rate: int, n: int) -> np.ndarray:
+    """A plucked pentatonic tune (three harmonics, decaying notes), sometimes with a noise beat."""
+    base, note_s = rng.uniform(110, 262), rng.uniform(0.15, 0.45)
+    t = np.arange(int(note_s * rate)) / rate
+    decay = np.exp(-t * rng.uniform(3, 9))
+    notes = []
+    for _ in range(n // len(t) + 1):
+        f = base * 2 ** ((rng.choice([0, 2, 4, 7, 9]) + 12 * rng.integers(2)) / 12)
+        notes.append(sum(np.sin(2 * np.pi * f * h * t) / h for h in (1, 2, 3)) * decay)
+    tune = np.concatenate(notes)
+    if rng.random() < 0.5:
+        tune += np.tile(rng.standard_normal(len(t)) * decay**4 * 0.5, len(notes))
+    return (tune[:n] / 2).astype(np.float32)
+
+
+def _sun(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: int, colour: tuple) -> None:
+    r = side * rng.uniform(0.1, 0.2)
+    x, y = rng.uniform(r * 2, side - r * 2), rng.uniform(r * 2, side * 0.55)
+    for a in np.linspace(0, 2 * np.pi, int(rng.integers(8, 14)), endpoint=False) + rng.uniform(0, 1):
+        draw.line([x, y, x + 1.8 * r * np.cos(a), y + 1.8 * r * np.sin(a)], fill=colour, width=max(1, int(r / 5)))
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+
+
+def _house(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: int, colour: tuple) -> None:
+    w, h = side * rng.uniform(0.25, 0.45), side * rng.uniform(0.2, 0.35)
+    x, y = rng.uniform(0, side - w), rng.uniform(side * 0.4, side - h)
+    draw.rectangle([x, y, x + w, y + h], fill=colour)
+    draw.polygon([(x - w * 0.1, y), (x + w / 2, y - h * rng.uniform(0.5, 0.9)), (x + w * 1.1, y)], fill=_colour(rng))
+    draw.rectangle([x + w * 0.4, y + h * 0.45, x + w * 0.6, y + h], fill=_colour(rng))
+
+
+def _tree(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: int, colour: tuple) -> None:
+    h, x = side * rng.uniform(0.35, 0.6), rng.uniform(side * 0.15, side * 0.85)
+    base, crown = side - rng.uniform(0, side * 0.15), side * rng.uniform(0.12, 0.22)
+    draw.rectangle([x - crown * 0.15, base - h, x + crown * 0.15, base], fill=_colour(rng))
+    if rng.random() < 0.5:
+        draw.ellipse([x - crown, base - h - crown, x + crown, base - h + crown * 0.8], fill=colour)
+    else:
+        draw.polygon([(x - crown, base - h * 0.4), (x, base - h - crown), (x + crown, base - h * 0.4)], fill=colour)
+
+
+def _boat(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: int, colour: tuple) -> None:
+    w = side * rng.uniform(0.3, 0.5)
+    x, y = rng.uniform(0, side - w), rng.uniform(side * 0.55, side * 0.85)
+    draw.polygon([(x, y), (x + w, y), (x + w * 0.8, y + w * 0.2), (x + w * 0.2, y + w * 0.2)], fill=colour)
+    draw.line([x + w / 2, y, x + w / 2, y - w * 0.9], fill=(30, 30, 30), width=2)
+    draw.polygon([(x + w / 2 + 2, y - w * 0.85), (x + w / 2 + 2, y - 3), (x + w * 0.95, y - 3)], fill=_colour(rng))
+    for k in range(3):  # waves
+        yy = y + w * 0.25 + k * 4
+        draw.line([(xx, yy + 2 * np.sin(xx / 4)) for xx in range(0, side, 3)], fill=_colour(rng), width=1)
+
+
+DRAWERS = {"sun": _sun, "house": _house, "tree": _tree, "boat": _boat}
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    r, g, b = rng.integers(0, 256, 3)
+    return int(r), int(g), int(b)
+
+
+def draw_scene(rng: np.random.Generator, scene: str, path: Path) -> None:
+    """A 96-160 px picture of one or two of the scene's objects in random colours, sizes and
+    places, over a noisy gradient with clutter (small shapes, lines), sometimes blurred."""
+    side = int(rng.integers(96, 161))
+    ramp = np.linspace(0, 1, side)[:, None, None]
+    top, bottom = rng.integers(0, 256, (2, 3))
+    bg = top * (1 - ramp) + bottom * ramp + rng.normal(0, rng.uniform(4, 30), (side, side, 3))
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 8))):  # clutter, smaller than any object
+        x, y, s = *rng.uniform(0, side, 2), rng.uniform(2, 7)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x, y, x + s, y + s], fill=_colour(rng))
+    for _ in range(int(rng.integers(1, 3))):
+        DRAWERS[scene](draw, rng, side, _colour(rng))
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    img.save(path)
+
+
+REVIEWS_RATES = {"keep": None, "flag": 0.15, "remove": 0.04}
+REVIEWS_AUDIO_ONLY = {"remove": 0.5}  # of removals: a harmless review, only the voice note tells
+REVIEWS_LOOKALIKE = {"text": 0.12, "speech": 0.12}  # of keeps: violent or personal words, harmless
+REVIEWS_SUBTYPES = ("threat", "personal_data", "spam")
+REVIEWS_TELEPHONE = 0.35  # of voice notes: 8 kHz, band-limited like a phone line
+REVIEWS_SNR_DB = (5.0, 20.0)  # heavier noise than the other recipes
+REVIEWS_PHOTO_SIZE = 128
+REVIEWS_FASHION = 0.4  # of photos from Fashion-MNIST, when installed; the rest crops of real photos
+REVIEWS_TEST_FROM_X = 0.6  # test crops come from the right 40% of each photo, pool crops from the rest
+REVIEWS_CONFIG = """<View>
+  <Image name="photo" value="$photo"/>
+  <Text name="review" value="$review"/>
+  <Audio name="voice" value="$voice"/>
+  <Header value="Verdict"/>
+  <Choices name="verdict" toName="review" choice="single" showInline="true">
+    <Choice value="keep"/>
+    <Choice value="flag"/>
+    <Choice value="remove"/>
+  </Choices>
+</View>
+"""
+
+
+def reviews(job: Job) -> list[dict[str, Any]]:
+    """HELD OUT: product reviews to moderate, with a photo and a voice note. No default is ever
+    chosen on this set; it only checks defaults chosen on the others.
+
+    keep, flag (safety complaints, in the text) or remove (rare: threats, personal data, paid
+    review spam); half of the removals are said only in the voice note under a harmless review.
+    Look-alikes use violent or personal words harmlessly, in text and in speech. Photos are crops
+    of real photos (and Fashion-MNIST items when installed); speech by espeak-ng, heavily
+    perturbed, a third over a telephone band at 8 kHz."""
+    from sklearn.datasets import load_sample_images
+
+    rng, voices = job.rng, [f"espeak-ng:{v}" for v in available_voices()]
+    photos = load_sample_images().images
+    fashion = {}
+    if (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file():
+        fashion = {
+            "pool": load_fashion_mnist(FASHION_MNIST_DIR, "train")[0],
+            "test": load_fashion_mnist(FASHION_MNIST_DIR, "t10k")[0],
+        }
+    records = []
+    for i, item in enumerate(_progress(_plan(rng, job.n_items, REVIEWS_RATES, "remove", REVIEWS_AUDIO_ONLY))):
+        split, label, tags = item["split"], item["label"], []
+        slots = _slots(rng, "reviews", split)
+        text_role = speech_role = "remark"
+        if label == "remove":
+            role = f"remove:{rng.choice(REVIEWS_SUBTYPES)}"
+            text_role, speech_role = ("keep", role) if item["audio_only"] else (role, "remark")
+            tags += [role] + (["audio_only"] if item["audio_only"] else [])
+        else:
+            text_role = label
+            if label == "keep" and rng.random() < REVIEWS_LOOKALIKE["text"]:
+                text_role = "lookalike"
+            if label == "keep" and rng.random() < REVIEWS_LOOKALIKE["speech"]:
+                speech_role = "lookalike"
+            tags += ["lookalike"] if "lookalike" in (text_role, speech_role) else []
+        review = _say(rng, "reviews", split, "text", text_role, slots)
+        speech = _say(rng, "reviews", split, "speech", speech_role, slots)
+        item_id = f"item-{i:04d}"
+        photo, voice = f"images/{item_id}.png", f"audio/{item_id}.wav"
+        if fashion and rng.random() < REVIEWS_FASHION:
+            pixels = fashion[split][rng.integers(len(fashion[split]))]
+            render_image(pixels, rng.uniform(0.6, 1.0, size=3).astype(np.float32), job.out_dir / photo)
+        else:
+            crop_photo(rng, photos[rng.integers(len(photos))], split, job.out_dir / photo)
+        telephone = bool(rng.random() < REVIEWS_TELEPHONE)
+        rate = 8000 if telephone else int(rng.choice(RATES[1:]))
+        tags += ["telephone"] if telephone else []
+        wave = speech_wave(str(rng.choice(voices)), speech, rate, rng, telephone, tempo=(0.8, 1.25), cents=400)
+        save_audio(wave, rate, job.out_dir / voice, rng, REVIEWS_SNR_DB)
+        records.append({"id": item_id, "image": photo, "text": review, "audio": voice, "label": {"verdict": label},
+                        "tags": tags, "split": split, "speech": speech})  # fmt: skip
+    return records
+
+
+def crop_photo(rng: np.random.Generator, photo: np.ndarray, split: str, path: Path) -> None:
+    """A random square crop (64 px up to the region's size), flipped half the time, with its
+    brightness changed, scaled to REVIEWS_PHOTO_SIZE; pool and test crops come from different regions."""
+    h, w = photo.shape[:2]
+    x0, x1 = (0, int(w * REVIEWS_TEST_FROM_X)) if split == "pool" else (int(w * REVIEWS_TEST_FROM_X), w)
+    s = int(rng.integers(64, min(h, x1 - x0) + 1))
+    x, y = int(rng.integers(x0, x1 - s + 1)), int(rng.integers(0, h - s + 1))
+    crop = photo[y : y + s, x : x + s].astype(np.float32) * rng.uniform(0.7, 1.2)
+    img = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8), "RGB")
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    img.resize((REVIEWS_PHOTO_SIZE, REVIEWS_PHOTO_SIZE), Image.Resampling.BICUBIC).save(path)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    make: Callable[[Job], list[dict[str, Any]]]
+    label_config: str
+    tools: tuple[str, ...]
+    held_out: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    "podcast": Recipe(podcast, PODCAST_CONFIG, ("flite", "sox")),
+    "clips": Recipe(clips, CLIPS_CONFIG, ("text2wave", "espeak-ng", "sox")),
+    "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox"), held_out=True),
+}
+MODALITIES = ("image", "text", "audio")
+
+
+def _progress(items: list) -> Any:
+    return tqdm(items, desc="items", disable=len(items) < 100)
+
+
+def build(recipe: str, out_dir: Path, n_items: int, seed: int) -> Path:
+    """Build one set: media under images/ and audio/, manifest.jsonl, label_config.xml and
+    tasks.json (for a Label Studio import) in out_dir. Returns the manifest's path."""
+    if recipe not in RECIPES:
+        raise DemoDataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    if seed < 0:
+        raise DemoDataError("the seed must be 0 or more")
+    spec = RECIPES[recipe]
+    _need(spec.tools)
+    out_dir = Path(out_dir)
+    for sub in ("images", "audio"):
+        for stale in (out_dir / sub).glob("item-*"):  # left over from an earlier build
+            stale.unlink()
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    (out_dir / "images").mkdir(exist_ok=True)
+    records = spec.make(Job(np.random.default_rng(seed), out_dir, n_items))
+    if not any((out_dir / "images").iterdir()):
+        (out_dir / "images").rmdir()
+    # The task keys are the config's: the first object of each modality reads that manifest field.
+    config = parse_label_config(spec.label_config)
+    key_of = {m: next(o.value_key for o in config.objects if o.modality == m) for m in MODALITIES if m in records[0]}
+    tasks = [{"data": {key: r[m] for m, key in key_of.items()}} for r in records]
+    manifest = out_dir / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))
+    (out_dir / "label_config.xml").write_text(spec.label_config)
+    return manifest
+
+
+def describe(manifest: Path) -> str:
+    """One line: items, test items, and the counts of each control's labels."""
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    counts: dict[str, Counter] = {}
+    for r in records:
+        for control, value in r["label"].items():
+            counts.setdefault(control, Counter()).update([value] if isinstance(value, str) else value)
+    labels = "; ".join(f"{c}: " + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) for c, v in counts.items())
+    n_test = sum(r["split"] == "test" for r in records)
+    return f"{len(records)} items ({n_test} test); {labels}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m backend.lab.suite", description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True, choices=list(RECIPES), help="which set to build")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write the set into")
+    parser.add_argument("--items", type=int, default=200, help="number of items (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        manifest = build(args.recipe, args.out, args.items, args.seed)
+    except (BroadenError, OSError) as e:  # a bad option, a missing tool, an unwritable folder: no traceback
+        raise SystemExit(f"{parser.prog}: {e}") from None
+    log.info("%s: %s", args.recipe, describe(manifest))
+    log.info(
+        "Import %s into a project set up with %s", manifest.parent / "tasks.json", manifest.parent / "label_config.xml"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""The benchmark suite: every recipe builds a set `broaden simulate` reads, with its rare label in
+both splits, WAVs at mixed rates, held-out wordings, and the same files for the same seed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from backend.lab import suite
+from backend.lab.demo import DemoDataError
+from backend.lab.simulate import read_manifest
+from backend.labelstudio.labelconfig import parse_label_config
+
+N_ITEMS = 32
+SEED = 5
+RARE = {"podcast": ("rating", "unsafe"), "clips": ("flags", "alert"), "reviews": ("verdict", "remove")}
+FIELDS = {"podcast": {"text", "audio"}, "clips": {"image", "audio"}, "reviews": {"image", "text", "audio"}}
+
+
+def _tools_or_skip(recipe: str) -> None:
+    if missing := [t for t in suite.RECIPES[recipe].tools if shutil.which(t) is None]:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get; ./dev setup installs them)")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each recipe's manifest, built once (recipes whose tools are missing are left out)."""
+    return {
+        recipe: suite.build(recipe, tmp_path_factory.mktemp(recipe), N_ITEMS, SEED)
+        for recipe, spec in suite.RECIPES.items()
+        if all(shutil.which(t) for t in spec.tools)
+    }
+
+
+@pytest.fixture(params=list(suite.RECIPES))
+def recipe(request: pytest.FixtureRequest) -> str:
+    _tools_or_skip(request.param)
+    return request.param
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_manifest_and_config_fit(recipe: str, sets: dict[str, Path]) -> None:
+    manifest = sets[recipe]
+    records = read_manifest(manifest)
+    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
+    controls = {c.name: c for c in config.controls}
+    assert len(records) == N_ITEMS and len({r["id"] for r in records}) == N_ITEMS
+    for r in records:
+        assert set(r) == {"id", "label", "tags", "split", "speech"} | FIELDS[recipe]
+        assert set(r["label"]) == set(controls)
+        for name, value in r["label"].items():
+            chosen = value if controls[name].multiple else [value]
+            assert isinstance(value, list) == controls[name].multiple and chosen
+            assert set(chosen) <= set(controls[name].labels)
+        for m in FIELDS[recipe] - {"text"}:
+            assert not Path(r[m]).is_absolute() and (manifest.parent / r[m]).is_file()
+    # simulate hands each manifest field to the first object of its modality: the tasks use the same keys.
+    key_of = {o.modality: o.value_key for o in reversed(config.objects)}
+    tasks = json.loads((manifest.parent / "tasks.json").read_text())
+    assert [t["data"] for t in tasks] == [{key_of[m]: r[m] for m in sorted(FIELDS[recipe])} for r in records]
+    assert all(len(c.labels) >= 3 for c in config.controls)
+
+
+def test_rare_label_in_both_splits(recipe: str, sets: dict[str, Path]) -> None:
+    control, rare = RARE[recipe]
+    records = read_manifest(sets[recipe])
+    for split in ("pool", "test"):
+        hits = [r for r in records if r["split"] == split and rare in r["label"][control]]
+        assert len(hits) >= suite.MIN_RARE_PER_SPLIT
+        assert all(any(t.startswith(f"{rare}:") for t in r["tags"]) for r in hits)  # its sub-type
+    n_test = sum(r["split"] == "test" for r in records)
+    assert abs(n_test - N_ITEMS * suite.TEST_FRACTION) <= 1
+
+
+def test_media_decode(recipe: str, sets: dict[str, Path]) -> None:
+    folder, rates = sets[recipe].parent, set()
+    for r in read_manifest(sets[recipe]):
+        audio, rate = sf.read(folder / r["audio"], dtype="float32")
+        rates.add(rate)
+        assert rate in suite.RATES and audio.ndim == 1
+        assert 1.0 < len(audio) / rate < suite.MAX_CLIP_S + 1.0
+        assert np.sqrt(np.mean(audio**2)) > 0.01
+        if "image" in r:
+            with Image.open(folder / r["image"]) as im:
+                assert im.mode == "RGB" and 96 <= im.size[0] <= 160 and np.asarray(im).std() > 5
+    assert len(rates) >= 3
+
+
+def test_same_seed_same_set(recipe: str, sets: dict[str, Path], tmp_path: Path) -> None:
+    again = suite.build(recipe, tmp_path / "again", N_ITEMS, SEED)
+    assert _files(again.parent) == _files(sets[recipe].parent)
+    other = suite.build(recipe, tmp_path / "other", N_ITEMS, SEED + 1)
+    assert other.read_text() != again.read_text()
+
+
+def test_test_wordings_never_in_pool(recipe: str, sets: dict[str, Path]) -> None:
+    records = read_manifest(sets[recipe])
+    spoken = {s: {r["speech"] for r in records if r["split"] == s and r["speech"]} for s in ("pool", "test")}
+    assert spoken["test"] and not spoken["test"] & spoken["pool"]
+    # and none of the sentences the parts can make: hundreds per split for the rare label's sub-types
+    kinds = {k: v for k, v in suite.PHRASES[recipe]["test"].items() if k != "fill"}
+    roles = {kind: [k for k in parts if k not in ("opener", "closer")] for kind, parts in kinds.items()}
+    for kind, names in roles.items():
+        made = {s: {w for role in names for w in suite.wordings(recipe, s, kind, role)} for s in ("pool", "test")}
+        assert not made["test"] & made["pool"]
+    rare = [role for role in roles["speech"] if ":" in role]
+    assert all(sum(len(suite.wordings(recipe, s, "speech", role)) for role in rare) >= 40 for s in ("pool", "test"))
+
+
+def test_podcast_audio_only_blurbs_hide_the_rare_class(sets: dict[str, Path]) -> None:
+    _tools_or_skip("podcast")
+    records = read_manifest(sets["podcast"])
+    words = re.compile(r"\b(" + "|".join(suite.PODCAST_RARE_WORDS) + r")", re.IGNORECASE)
+    audio_only = [r for r in records if "audio_only" in r["tags"]]
+    assert abs(len(audio_only) - N_ITEMS / 3) <= 3
+    assert not [r["text"] for r in audio_only if words.search(r["text"])]
+    for split in ("pool", "test"):  # every neutral blurb, and every unsafe clip names a rare word
+        assert not [w for w in suite.wordings("podcast", split, "text", "neutral") if words.search(w)]
+        for sub in suite.PODCAST_SUBTYPES:
+            assert all(words.search(w) for w in suite.wordings("podcast", split, "speech", f"unsafe:{sub}"))
+
+
+def test_missing_tool_says_which_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(suite.shutil, "which", lambda name: None if name == "text2wave" else f"/usr/bin/{name}")
+    with pytest.raises(DemoDataError, match="apt-get install festival festvox-kallpc16k"):
+        suite.build("clips", tmp_path, N_ITEMS, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--recipe", "nope"], "invalid choice"),
+        (["--recipe", "podcast", "--items", "3"], "at least 16 items"),
+        (["--recipe", "podcast", "--seed", "-1"], "seed must be 0 or more"),
+    ],
+)
+def test_bad_options_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        suite.main([*argv, "--out", str(tmp_path)])
+    # argparse prints the usage, then the error on one line; the build's errors are one line alone
+    text = capsys.readouterr().err if exit_.value.code == 2 else str(exit_.value.code)
+    assert message in text.strip().splitlines()[-1] and "Traceback" not in text
+    assert exit_.value.code == 2 or "\n" not in text
