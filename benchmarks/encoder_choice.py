@@ -13,6 +13,7 @@ the pool never has. Every demo set and every feature matrix is cached under --wo
 only recomputes what is missing.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/encoder_choice.py --items 240 --seeds 0 1 2 3 4
+    ./dev run python benchmarks/encoder_choice.py --quick   # one 16-item set, nothing kept
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +60,7 @@ TARGET_PRECISION = 0.8
 BALANCED_DRAWS = 50  # random balanced test subsets per seed; enough for a stable mean
 COST_CLIPS = 16
 COST_ROUNDS = 5
+WORK = Path("/tmp/broaden-encoder-choice")
 PAD30_BATCH = 4  # padded inputs all have one shape, so they batch without wasted work
 
 
@@ -82,34 +85,16 @@ class DemoSet:
         return [sf.read(self.root / r["audio"], dtype="float32")[0] for r in chosen]
 
 
-@contextlib.contextmanager
-def recording_speech(spoken: dict[str, str]) -> Iterator[None]:
-    """The manifest does not keep the voice-over's text; note it as build_demo renders each clip."""
-    original = demo.speak
-
-    def speak(text: str, voice: str, speed: int, pitch: int, path: Path) -> float:
-        spoken[Path(path).name] = text
-        return original(text, voice, speed, pitch, path)
-
-    demo.speak = speak
-    try:
-        yield
-    finally:
-        demo.speak = original
-
-
 def demo_set(work: Path, seed: int, n_items: int) -> DemoSet:
+    """A demo set of `work`, built there unless one with every voice-over's text (`speech`) is."""
     root = work / f"demo-{n_items}-s{seed}"
-    manifest, text_file = root / "manifest.jsonl", root / "spoken.json"
-    if not (manifest.exists() and text_file.exists()):
-        spoken: dict[str, str] = {}
+    manifest = root / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.exists() else []
+    if not records or not all("speech" in r for r in records):
         log.info("building demo set seed=%d items=%d", seed, n_items)
-        with recording_speech(spoken):
-            demo.build_demo(root, n_items=n_items, seed=seed)
-        text_file.write_text(json.dumps(spoken))
-    records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    spoken = json.loads(text_file.read_text())
-    return DemoSet(root, records, [spoken[Path(r["audio"]).name] for r in records])
+        demo.build_demo(root, n_items=n_items, seed=seed)
+        records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return DemoSet(root, records, [r["speech"] for r in records])
 
 
 # ---------------------------------------------------------------- encoders under comparison
@@ -359,14 +344,21 @@ def out(text: str = "") -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--items", type=int, default=240, help="listings per demo set (default 240)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="demo seeds (default 0-4)")
+    p.add_argument("--items", type=int, help="listings per demo set (default 240; --quick: 16)")
+    p.add_argument("--seeds", type=int, nargs="+", help="demo seeds (default 0-4; --quick: 0)")
     p.add_argument("--threads", type=int, default=2, help="threads per encoder (default 2)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/broaden-encoder-choice"), help="cache of sets/features")
+    p.add_argument("--work", type=Path, help=f"cache of sets/features (default {WORK}; --quick: a temporary one)")
     p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/broaden").expanduser(), help="model cache")
-    p.add_argument("--cost-rounds", type=int, default=COST_ROUNDS, help="interleaved timing rounds")
+    p.add_argument("--cost-rounds", type=int, help=f"interleaved timing rounds (default {COST_ROUNDS}; --quick: 1)")
     p.add_argument("--skip-image-text", action="store_true", help="audio only")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="one 16-item demo set, one timing round")
+    args = p.parse_args(argv)
+    args.items = args.items or (16 if args.quick else 240)
+    args.seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2, 3, 4])
+    args.cost_rounds = args.cost_rounds or (1 if args.quick else COST_ROUNDS)
+    if not args.quick:
+        args.work = args.work or WORK
+    return args
 
 
 AUDIO_COLS = {
@@ -437,7 +429,15 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def image_text_section(sets: dict[int, DemoSet], args: argparse.Namespace) -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        image_text_table(sets, args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def image_text_table(sets: dict[int, DemoSet], args: argparse.Namespace) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         channels: list[tuple[str, str, Any, Callable[[DemoSet, list[int]], list[Any]]]] = [
             ("image", "EfficientNet-Lite0 (photo)", EfficientNetLiteEncoder(), images),
@@ -472,6 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here loads from installed packages
+    if args.work is None:  # --quick: nothing is kept
+        with tempfile.TemporaryDirectory(prefix="broaden-encoder-choice-") as tmp:
+            args.work = Path(tmp)
+            return measure(args)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     info = machine()
     sets = {seed: demo_set(args.work, seed, args.items) for seed in args.seeds}
     out("### Machine\n")
