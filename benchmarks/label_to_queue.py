@@ -1,11 +1,12 @@
 """Label-to-reordered-queue latency against a real Label Studio, for projects of 1k and 10k tasks.
 
-Starts Redis, Label Studio 1.23.2 (tests/e2e/labelstudio_server.py), `broaden serve` and one
+Starts Redis, Label Studio 1.23.2 (backend.lab.labelstudio_server), `broaden serve` and one
 `broaden worker`; imports N tasks (demo media reused, every caption distinct), waits for the
 pre-labelling sync, then annotates tasks one at a time and measures, from the annotation POST,
 when the new priorities are in Label Studio (the queue is reordered) and when the job ends.
 
     python benchmarks/label_to_queue.py --sizes 1000 10000 --repeats 5
+    ./dev run python benchmarks/label_to_queue.py --quick   # 16 tasks, one label: a minute or two
 """
 
 from __future__ import annotations
@@ -14,26 +15,23 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import redis
-from common import free_port
+from common import ROOT, free_port, own_redis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT))
-
-from labelstudio_server import LabelStudioServer, ensure_labelstudio_venv  # noqa: E402
-
-from backend.lab.demo import build_demo  # noqa: E402
+from backend.lab.demo import build_demo
+from backend.lab.labelstudio_server import LabelStudioServer, ensure_labelstudio_venv
+from backend.store.keys import Value
+from backend.store.state import ProjectMirror
 
 CONFIG = (ROOT / "label_config.xml").read_text()
 
@@ -49,13 +47,17 @@ def wait_until(check, timeout: float, what: str, every: float = 0.2):
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-    )
+    with log.open("ab") as sink:
+        return subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
 
 
 def last_sync(r: redis.Redis, project: int) -> dict:
-    raw = r.get(f"broaden:p:{project}:last_sync")
+    raw = ProjectMirror(r, project).get(Value.LAST_SYNC)
     return json.loads(raw) if raw else {}
 
 
@@ -115,44 +117,41 @@ def measure(api, r: redis.Redis, project: int, ids: list[int], items: list[dict]
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--demo-items", type=int, default=100)
-    args = ap.parse_args()
+    ap.add_argument("--sizes", type=int, nargs="+", help="project sizes in tasks (default 1000 10000; --quick: 16)")
+    ap.add_argument("--repeats", type=int, help="labels timed per project (default 5; --quick: 1)")
+    ap.add_argument("--demo-items", type=int, help="demo listings whose media the tasks reuse (default 100)")
+    ap.add_argument("--quick", action="store_true", help="one project of 16 tasks, one label")
+    args = ap.parse_args(argv)
+    args.sizes = args.sizes or ([16] if args.quick else [1000, 10000])
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.demo_items = args.demo_items or (16 if args.quick else 100)
 
-    work = Path(tempfile.mkdtemp(prefix="broaden-latency-"))
+    work = Path(tempfile.mkdtemp(prefix="broaden-latency-"))  # kept: the logs are the run's record
     demo = work / "demo"
     build_demo(demo, n_items=args.demo_items, seed=0)
     items = [json.loads(line) for line in (demo / "manifest.jsonl").read_text().splitlines()]
-    port = free_port()
-    redis_proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    r = redis.Redis(port=port)
-    wait_until(lambda: _ping(r), 10, "redis")
-    ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
-    backend_port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "LABEL_STUDIO_URL": ls.url,
-        "LABEL_STUDIO_API_KEY": ls.token,
-        "PYTHONPATH": str(ROOT),
-        "BROADEN_LOG_LEVEL": "INFO",
-    }
-    procs = [
-        start(
-            [sys.executable, "-m", "broaden.cli", "serve", "--host", "127.0.0.1", "--port", str(backend_port)],
-            env,
-            work / "backend.log",
-        ),
-        start([sys.executable, "-m", "broaden.cli", "worker"], env, work / "worker.log"),
-    ]
-    backend_url = f"http://127.0.0.1:{backend_port}"
-    try:
+    with ExitStack() as stack:
+        stack.callback(print, f"logs in {work}")
+        redis_url = stack.enter_context(own_redis(work))
+        r = redis.Redis.from_url(redis_url)
+        stack.callback(r.close)
+        ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
+        stack.callback(ls.stop)
+        backend_port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.token,
+            "PYTHONPATH": str(ROOT),
+            "BROADEN_LOG_LEVEL": "INFO",
+        }
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(backend_port)]
+        for command, log in ((serve, "backend.log"), (["worker"], "worker.log")):
+            stack.callback(stop, start([sys.executable, "-m", "broaden.cli", *command], env, work / log))
+        backend_url = f"http://127.0.0.1:{backend_port}"
         wait_until(lambda: _healthy(backend_url), 120, "backend")
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -181,19 +180,6 @@ def main() -> None:
                 f"{statistics.median(x['done_s'] for x in rows):.2f} | {stages} |",
                 flush=True,
             )
-    finally:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGTERM)
-        ls.stop()
-        redis_proc.terminate()
-        print(f"logs in {work}")
-
-
-def _ping(r: redis.Redis) -> bool:
-    try:
-        return bool(r.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def _healthy(url: str) -> bool:
