@@ -1,5 +1,4 @@
-"""A suite of benchmark sets made unlike `broaden demo-data`, so that defaults are chosen on several
-and checked on one held out.
+"""Benchmark sets made unlike `broaden demo-data`: defaults are chosen on several, checked on one.
 
 Each recipe is made differently: other speech engines (flite, festival, espeak-ng) perturbed per
 item (tempo, pitch, noise, sample rates from 8 to 44.1 kHz), other media (no image, no text,
@@ -7,7 +6,8 @@ drawn scenes, crops of real photos), other label configs (names, three-way and m
 controls) and other rare classes with sub-types and benign look-alikes. Every set is written in
 the format `broaden simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label
 Studio, media paths relative to the folder. Test items draw their sentences from parts of their
-own, so no test wording occurs in the pool.
+own, so no test wording occurs in the pool. `reviews` is the held-out set: no default is chosen
+on it (Recipe.held_out).
 
     python -m backend.lab.suite --recipe podcast --out sets/podcast --items 400 --seed 0
 """
@@ -91,18 +91,17 @@ def _plan(
     """Split, label and whether only the audio tells, per item. Labels other than the default
     (the first of rates with rate None) get their rate in each split, the rare one at least
     MIN_RARE_PER_SPLIT; within each split and label, the given share is decided by audio alone."""
-    if n_items < MIN_ITEMS:
-        raise DemoDataError(f"need at least {MIN_ITEMS} items (each split needs its rare items)")
     n_test = max(MIN_ITEMS // 4, round(n_items * TEST_FRACTION))
     splits = rng.permutation(["test"] * n_test + ["pool"] * (n_items - n_test))
     default = next(label for label, rate in rates.items() if rate is None)
     plan = [{"split": str(s), "label": default, "audio_only": False} for s in splits]
     for split in ("pool", "test"):
         free = [int(i) for i in rng.permutation(np.flatnonzero(splits == split))]
+        size = len(free)
         for label, rate in rates.items():
             if rate is None:
                 continue
-            k = round(len(free) * rate) if label != rare else max(MIN_RARE_PER_SPLIT, round(len(free) * rate))
+            k = max(MIN_RARE_PER_SPLIT, round(size * rate)) if label == rare else round(size * rate)
             for i in free[:k]:
                 plan[i]["label"] = label
             free = free[k:]
@@ -180,7 +179,7 @@ def save_audio(
     pad = [np.zeros(int(rng.uniform(0.05, 0.5) * rate), np.float32) for _ in range(2)]
     wave = np.concatenate([pad[0], wave, pad[1]])
     noise = rng.standard_normal(len(wave))
-    if rng.random() < 0.5:  # brown-ish: a leaky running sum, normalised
+    if rng.random() < 0.5:  # rumble: a random walk less its slow drift
         noise = np.cumsum(noise) - np.convolve(np.cumsum(noise), np.ones(64) / 64, mode="same")
     power = np.mean(wave**2) / 10 ** (rng.uniform(*snr_db) / 10)
     wave = wave + noise * np.sqrt(power / max(np.mean(noise**2), 1e-12))
@@ -190,7 +189,7 @@ def save_audio(
 
 # ---------------------------------------------------------------------------------------------
 # Phrases. Per recipe and split: slot values ("fill"), then per kind (speech, text) openers,
-# closers and templates per role. Test parts share no template, opener or slot value with the pool.
+# closers and templates per role. Test parts share no template and no slot value with the pool.
 
 # fmt: off
 PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
@@ -363,9 +362,12 @@ PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
                               "never post your home address in a review, people",
                               "ignore anyone who pays for reviews, this one is honest"],
                 "remove:threat": ["I am going to find that seller and hurt him",
-                                  "the delivery driver will regret this, I know his van"],
-                "remove:personal_data": ["the seller lives at {street}, go and knock on his door"],
-                "remove:spam": ["want free stuff, go to {site} and write five star reviews for cash"],
+                                  "the delivery driver will regret this, I know his van",
+                                  "if the {product} breaks again I will come for the seller"],
+                "remove:personal_data": ["the seller lives at {street}, go and knock on his door",
+                                         "the seller's {person} lives at {street}, ask them about the {product}"],
+                "remove:spam": ["want free stuff, go to {site} and write five star reviews for cash",
+                                "I got this {product} free from {site}, they pay for every review"],
             },
         },
         "test": {
@@ -393,9 +395,12 @@ PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
                 "lookalike": ["the {product} absolutely murders the old one, in a good way",
                               "never give out your address to a seller, stay safe"],
                 "remove:threat": ["whoever runs this shop, I will burn it down",
-                                  "tell the seller I will be waiting outside his house"],
-                "remove:personal_data": ["the owner's address is {street}, his phone is on the receipt"],
-                "remove:spam": ["five star reviews for cash, sign up at {site}"],
+                                  "tell the seller I will be waiting outside his house",
+                                  "one more broken {product} and someone gets hurt"],
+                "remove:personal_data": ["the owner's address is {street}, his phone is on the receipt",
+                                         "the manager of the {product} shop lives at {street}"],
+                "remove:spam": ["five star reviews for cash, sign up at {site}",
+                                "{site} paid me for this review of the {product}, you can join too"],
             },
         },
     },
@@ -734,6 +739,8 @@ def build(recipe: str, out_dir: Path, n_items: int, seed: int) -> Path:
         raise DemoDataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if seed < 0:
         raise DemoDataError("the seed must be 0 or more")
+    if n_items < MIN_ITEMS:
+        raise DemoDataError(f"need at least {MIN_ITEMS} items (each split needs its rare items)")
     spec = RECIPES[recipe]
     _need(spec.tools)
     out_dir = Path(out_dir)
