@@ -34,6 +34,7 @@ from backend.store.keys import Value
 from backend.store.state import ProjectMirror
 
 CONFIG = (ROOT / "label_config.xml").read_text()
+NEEDS_LABEL_STUDIO = True  # its quick run is in tests/e2e/test_e2e_benchmarks.py
 
 
 def wait_until(check, timeout: float, what: str, every: float = 0.2):
