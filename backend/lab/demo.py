@@ -38,26 +38,27 @@ PHRASINGS = ("fixed", "composed")
 HARD_NEGATIVE_RATE = 0.25  # OK voice-overs that mention payment innocently
 VAGUE_CAPTION_RATE = 0.25  # captions that say nothing about the category
 
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Text name="caption" value="$caption"/>
-  <Audio name="voiceover" value="$audio"/>
-  <Header value="Product category"/>
-  <Choices name="category" toName="image" choice="single" showInline="true">
-    <Choice value="Top"/>
-    <Choice value="Bottom"/>
-    <Choice value="Dress"/>
-    <Choice value="Outerwear"/>
-    <Choice value="Footwear"/>
-    <Choice value="Bag"/>
-  </Choices>
-  <Header value="Policy"/>
-  <Choices name="policy" toName="voiceover" choice="single" showInline="true">
-    <Choice value="OK"/>
-    <Choice value="Violation"/>
-  </Choices>
-</View>
-"""
+
+def label_config(objects: list[tuple[str, str, str]], controls: list[tuple[str, str, str, list[str]]]) -> str:
+    """A Label Studio config: objects as (tag, name, task key), then per Choices control
+    (header, name, the object it labels, its choices); "multiple" after the name's colon
+    makes it a multiple-choice control ("flags:multiple")."""
+    lines = ["<View>"] + [f'  <{tag} name="{name}" value="${key}"/>' for tag, name, key in objects]
+    for header, name, to_name, choices in controls:
+        name, _, choice = name.partition(":")
+        lines.append(f'  <Header value="{header}"/>')
+        lines.append(f'  <Choices name="{name}" toName="{to_name}" choice="{choice or "single"}" showInline="true">')
+        lines += [f'    <Choice value="{c}"/>' for c in choices] + ["  </Choices>"]
+    return "\n".join([*lines, "</View>", ""])
+
+
+LABEL_CONFIG = label_config(
+    [("Image", "image", "image"), ("Text", "caption", "caption"), ("Audio", "voiceover", "audio")],
+    [
+        ("Product category", "category", "image", ["Top", "Bottom", "Dress", "Outerwear", "Footwear", "Bag"]),
+        ("Policy", "policy", "voiceover", ["OK", "Violation"]),
+    ],
+)
 
 # Fashion-MNIST class id -> (category, nouns a seller might use for it).
 CLASSES: dict[int, tuple[str, list[str]]] = {

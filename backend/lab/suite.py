@@ -35,7 +35,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from backend.errors import BroadenError
-from backend.lab.demo import FASHION_MNIST_DIR, DemoDataError, available_voices, load_fashion_mnist, render_image
+from backend.lab.demo import (
+    FASHION_MNIST_DIR,
+    DemoDataError,
+    available_voices,
+    label_config,
+    load_fashion_mnist,
+    render_image,
+)
 from backend.labelstudio.labelconfig import parse_label_config
 
 log = logging.getLogger(__name__)
@@ -428,17 +435,10 @@ PODCAST_SUBTYPES = ("scam", "gambling", "health")
 PODCAST_RARE_WORDS = ("coin", "bitcoin", "dogecoin", "litecoin", "token", "ether", "wallet", "savings", "bank",
                       "casino", "bet", "slots", "cure", "remedy", "silver", "detox", "garlic", "kernels", "bleach",
                       "ozone", "medicine", "doctor", "chemo", "inhaler", "seizure", "scam", "fraud")  # fmt: skip
-PODCAST_CONFIG = """<View>
-  <Text name="blurb" value="$blurb"/>
-  <Audio name="clip" value="$clip"/>
-  <Header value="Rating"/>
-  <Choices name="rating" toName="clip" choice="single" showInline="true">
-    <Choice value="clean"/>
-    <Choice value="ad"/>
-    <Choice value="unsafe"/>
-  </Choices>
-</View>
-"""
+PODCAST_CONFIG = label_config(
+    [("Text", "blurb", "blurb"), ("Audio", "clip", "clip")],
+    [("Rating", "rating", "clip", ["clean", "ad", "unsafe"])],
+)
 
 
 def podcast(job: Job) -> list[dict[str, Any]]:
@@ -477,24 +477,13 @@ CLIPS_MUSIC_UNDER_ALERT = 0.5
 CLIPS_LOOKALIKE = 0.2  # of non-alert speech: mentions fires, floods or the police innocently
 CLIPS_FESTIVAL = 0.5  # of speech by festival, the rest by espeak-ng
 CLIPS_SUBTYPES = ("fire", "flood", "intruder")
-CLIPS_CONFIG = """<View>
-  <Image name="frame" value="$frame"/>
-  <Audio name="track" value="$track"/>
-  <Header value="Scene"/>
-  <Choices name="scene" toName="frame" choice="single" showInline="true">
-    <Choice value="sun"/>
-    <Choice value="house"/>
-    <Choice value="tree"/>
-    <Choice value="boat"/>
-  </Choices>
-  <Header value="What the track holds"/>
-  <Choices name="flags" toName="track" choice="multiple" showInline="true">
-    <Choice value="music"/>
-    <Choice value="speech"/>
-    <Choice value="alert"/>
-  </Choices>
-</View>
-"""
+CLIPS_CONFIG = label_config(
+    [("Image", "frame", "frame"), ("Audio", "track", "track")],
+    [
+        ("Scene", "scene", "frame", ["sun", "house", "tree", "boat"]),
+        ("What the track holds", "flags:multiple", "track", ["music", "speech", "alert"]),
+    ],
+)
 
 
 def clips(job: Job) -> list[dict[str, Any]]:
@@ -627,18 +616,10 @@ REVIEWS_SNR_DB = (5.0, 20.0)  # heavier noise than the other recipes
 REVIEWS_PHOTO_SIZE = 128
 REVIEWS_FASHION = 0.4  # of photos from Fashion-MNIST, when installed; the rest crops of real photos
 REVIEWS_TEST_FROM_X = 0.6  # test crops come from the right 40% of each photo, pool crops from the rest
-REVIEWS_CONFIG = """<View>
-  <Image name="photo" value="$photo"/>
-  <Text name="review" value="$review"/>
-  <Audio name="voice" value="$voice"/>
-  <Header value="Verdict"/>
-  <Choices name="verdict" toName="review" choice="single" showInline="true">
-    <Choice value="keep"/>
-    <Choice value="flag"/>
-    <Choice value="remove"/>
-  </Choices>
-</View>
-"""
+REVIEWS_CONFIG = label_config(
+    [("Image", "photo", "photo"), ("Text", "review", "review"), ("Audio", "voice", "voice")],
+    [("Verdict", "verdict", "review", ["keep", "flag", "remove"])],
+)
 
 
 def reviews(job: Job) -> list[dict[str, Any]]:
