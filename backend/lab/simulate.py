@@ -248,34 +248,37 @@ class _Run:
 
     def metrics(self, probs: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
         ds, n = self.ds, len(self.pool_rows)
-        test = [p[n:] for p in probs]
         chosen = self.pool_rows[self.labelled]
         positives = sum(is_target_positive(ds.config, ds.labels[i], set(targets)) for i in chosen)
-        tags = sorted({t for i in self.test_rows for t in ds.tags[i]})
-        subsets = {}
-        for tag in tags:  # the same measures on the test items carrying each tag
-            keep = np.array([tag in ds.tags[i] for i in self.test_rows])
-            subsets[tag] = {"items": int(keep.sum()), **self._quality([p[keep] for p in test], targets, keep)}
         return {
             "labelled": len(chosen),
-            **self._quality(test, targets, np.ones(len(self.test_rows), dtype=bool)),
+            **test_quality(ds, self.test_rows, [p[n:] for p in probs], targets),
             "positives_per_100": 100.0 * positives / max(len(chosen), 1),
             "mispredictions_found": len(self.mispredicted),
-            "subsets": subsets,
         }
 
-    def _quality(self, test: list[np.ndarray], targets: list[Target], keep: np.ndarray) -> dict[str, Any]:
-        """Recall at 80% precision per target and macro-F1 per control, on the kept test rows."""
-        ds = self.ds
-        test_labels = [ds.labels[i] for i in self.test_rows[keep]]
-        recall = {}
-        for control, label in targets:
-            h = next(i for i, c in enumerate(ds.config.controls) if c.name == control)
-            scores = np.nan_to_num(test[h][:, ds.config.controls[h].labels.index(label)], nan=0.0)
-            truth = np.array([label in (lab[h] or []) for lab in test_labels], dtype=bool)
-            # None where these rows hold no positive: there is no recall to measure (a tag of negatives)
-            recall[f"{control}:{label}"] = recall_at_precision(scores, truth) if truth.any() else None
-        return {"recall_at_80p": recall, "macro_f1": macro_f1(test, test_labels, ds.config)}
+
+def test_quality(ds: Dataset, test_rows: np.ndarray, test: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
+    """Recall at 80% precision per target and macro-F1 per control on the test rows (`test`: the
+    model's probabilities per head, one row per test row), then the same on the rows of each tag."""
+    tags = sorted({t for i in test_rows for t in ds.tags[i]})
+    subsets = {}
+    for tag in tags:
+        keep = np.array([tag in ds.tags[i] for i in test_rows])
+        subsets[tag] = {"items": int(keep.sum()), **_quality(ds, test_rows[keep], [p[keep] for p in test], targets)}
+    return {**_quality(ds, test_rows, test, targets), "subsets": subsets}
+
+
+def _quality(ds: Dataset, rows: np.ndarray, test: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
+    test_labels = [ds.labels[i] for i in rows]
+    recall = {}
+    for control, label in targets:
+        h = next(i for i, c in enumerate(ds.config.controls) if c.name == control)
+        scores = np.nan_to_num(test[h][:, ds.config.controls[h].labels.index(label)], nan=0.0)
+        truth = np.array([label in (lab[h] or []) for lab in test_labels], dtype=bool)
+        # None where these rows hold no positive: there is no recall to measure (a tag of negatives)
+        recall[f"{control}:{label}"] = recall_at_precision(scores, truth) if truth.any() else None
+    return {"recall_at_80p": recall, "macro_f1": macro_f1(test, test_labels, ds.config)}
 
 
 @dataclass
