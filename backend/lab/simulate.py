@@ -354,13 +354,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _stat(values: list[float | None]) -> str:
+def _stat(values: list[float | None], worst: bool = False) -> str:
+    """mean ± std over seeds; with `worst`, also the lowest seed (a collapsing seed hides in a mean)."""
     kept = [v for v in values if v is not None]
-    return f"{np.mean(kept):.3f} ± {np.std(kept):.3f}" if kept else "–"
+    if not kept:
+        return "–"
+    return f"{np.mean(kept):.3f} ± {np.std(kept):.3f}" + (f" (worst {np.min(kept):.3f})" if worst else "")
 
 
 def summary(result: dict[str, Any]) -> str:
-    """Markdown tables of the last round, mean ± std over seeds, per arm: all test items, then per tag."""
+    """Markdown tables of the last round, mean ± std over seeds and the worst seed of the quality
+    measures, per arm: all test items, then per tag."""
     targets = result["config"]["targets"]
     t = targets[0]
     head = f"| arm | labelled | recall@80%P {t} | same, mean over rounds | positives per 100 | confident mispredictions"
@@ -369,17 +373,19 @@ def summary(result: dict[str, Any]) -> str:
     sub = [f"| arm | tag | items | recall@80%P {t} | macro-F1 per control |", "|---|---|---:|---:|---|"]
     for name, runs in _arms(result).items():
         last = [r["rounds"][-1] for r in runs]
-        f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last])}" for c in last[0]["macro_f1"])
+        f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last], worst=True)}" for c in last[0]["macro_f1"])
         curve = [np.mean([rnd["recall_at_80p"][t] for rnd in r["rounds"]]) for r in runs]  # area under the curve
         rows.append(
-            f"| {name} | {last[0]['labelled']} | {_stat([x['recall_at_80p'][t] for x in last])} | {_stat(curve)} "
+            f"| {name} | {last[0]['labelled']} | {_stat([x['recall_at_80p'][t] for x in last], worst=True)} "
+            f"| {_stat(curve)} "
             f"| {_stat([x['positives_per_100'] for x in last])} | {_stat([x['mispredictions_found'] for x in last])} "
             f"| {f1} |"
         )
         for tag in tags:
             parts = [x["subsets"][tag] for x in last]
-            f1 = ", ".join(f"{c} {_stat([p['macro_f1'][c] for p in parts])}" for c in parts[0]["macro_f1"])
-            sub.append(f"| {name} | {tag} | {parts[0]['items']} | {_stat([p['recall_at_80p'][t] for p in parts])} "
+            f1 = ", ".join(f"{c} {_stat([p['macro_f1'][c] for p in parts], worst=True)}" for c in parts[0]["macro_f1"])
+            recall = _stat([p["recall_at_80p"][t] for p in parts], worst=True)
+            sub.append(f"| {name} | {tag} | {parts[0]['items']} | {recall} "
                        f"| {f1} |")  # fmt: skip
     return "\n".join(rows + ([""] + sub if tags else []))
 

@@ -53,6 +53,7 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
     assert (tmp_path / "out" / "simulate.png").stat().st_size > 0
     table = (tmp_path / "out" / "summary.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + 2 and table[2].startswith("| random / attention |")  # header, rule, a row an arm
+    assert "(worst " in table[2]  # the lowest seed beside the mean: a collapsing seed shows
     assert result["config"]["strategies"] == STRATEGIES
     assert result["config"]["audio_dropout"] == Settings().train_audio_dropout  # training settings recorded
     made = result["provenance"]  # what a reader needs to compare two runs' figures
