@@ -2,7 +2,7 @@
 a time, each for attention and for mean pooling, on the same random pool subsets of the demo set
 as benchmarks/fusion_variants.py, scored on its held-out split.
 
-None of them closed the gap (BENCHMARKS.md, "The category cost of attention fusion").
+None of them closed the gap (BENCHMARKS.md, "Layer shape and training settings").
 
     ./dev run python benchmarks/fusion_training.py --manifest demo480/manifest.jsonl
 """

@@ -3,7 +3,7 @@ each trained on the same random pool subsets of the demo set and scored on its h
 category macro-F1 (decided by photo and caption), and the policy label (decided by the voice-over).
 
 The variants live here, not in backend/model/vlmae.py: none of them removed the cost without losing the
-audio label (BENCHMARKS.md, "The category cost of attention fusion").
+audio label (BENCHMARKS.md, "Layer shape and training settings").
 
     ./dev run python benchmarks/fusion_variants.py --manifest demo480/manifest.jsonl
 """

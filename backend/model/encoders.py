@@ -41,7 +41,7 @@ TOKENS_PER_S = 8
 NO_SPEECH_PROB = 0.6
 # Whisper learnt on speech followed by silence (its 30 s window). Decoded from the clip alone it runs
 # past the last word and repeats a phrase; a few seconds of silence let it stop, and beam search
-# mishears less (word error rate on the demo voices 0.52 -> 0.32, BENCHMARKS.md "Hearing the words").
+# mishears less (word error rate on the demo voices 0.52 -> 0.32, BENCHMARKS.md "Transcripts: hearing the words").
 TRANSCRIBE_PAD_S = 4
 BEAM_SIZE = 5
 

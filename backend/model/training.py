@@ -24,7 +24,7 @@ from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
 
 log = logging.getLogger(__name__)
 
-WEIGHT_DECAY = 0.05  # AdamW's; 0.5 measured no better (BENCHMARKS.md, "The category cost")
+WEIGHT_DECAY = 0.05  # AdamW's; 0.5 measured no better (BENCHMARKS.md, "Layer shape and training settings")
 # A head is trained to do without the audio if it leans this many times more on photo and text,
 # judged only once two or more of its labels have this many training tasks each: with fewer, a
 # label is learned by heart from the photo whatever decides it (5 violations of bench1200 were).

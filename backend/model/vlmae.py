@@ -11,7 +11,7 @@ Our reading of the paper (its exact layer shapes are not public, so these are ou
 The gate is tanh(alpha) with alpha = 1 at init. Flamingo-style zero init keeps a
 pretrained stack unchanged, but nothing after this layer is pretrained here, and a
 zero gate also zeroes the attention's gradient: trained from a few dozen labels, the
-layer then never learned to use audio at all (BENCHMARKS.md, "Making the fusion learn").
+layer then never learned to use audio at all (BENCHMARKS.md, "Layer shape and training settings").
 `fusion="mean"` is the baseline the paper beats (average-pooled audio
 concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
 The pooled embedding (B, d) is also the latent space LSB searches.
