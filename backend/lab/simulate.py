@@ -302,12 +302,14 @@ def replay(
     run = _Run.start(ds, args.seed_size, rng)
     strategy = make_strategy(arm.strategy, s)
     rows = np.concatenate([run.pool_rows, run.test_rows])
-    out = []
+    out, choice = [], None
     for rnd in range(args.rounds):
         chosen = run.pool_rows[run.labelled]
         x, y = [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen]
-        probs, emb = forward(train(x, y, ds.config, encoders, s).model, [ds.features[i] for i in rows])
-        out.append(run.metrics(probs, targets))
+        trained = train(x, y, ds.config, encoders, s, choice)
+        choice = trained.choice  # fusion="auto" keeps its choice until the labels grow enough
+        probs, emb = forward(trained.model, [ds.features[i] for i in rows])
+        out.append(run.metrics(probs, targets) | {"fusion": trained.model.cfg.fusion})
         bar.update(1)
         if rnd == args.rounds - 1 or run.labelled.all():
             continue

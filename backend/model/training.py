@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from backend.config import Settings
 from backend.labelstudio.labelconfig import LabelConfig, Labels
 from backend.model.encoders import Encoders
 from backend.model.features import feature_objects
+from backend.model.fusion_choice import FusionChoice, Trainer, choose_fusion
 from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class TrainedModel:
     version: str
     fingerprint: str  # label config fingerprint it was trained for
     n_train: int
+    choice: FusionChoice | None = None  # with fusion="auto": which fusion, and why
 
 
 def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
@@ -99,30 +102,61 @@ def train(
     config: LabelConfig,
     encoders: Encoders,
     settings: Settings,
+    choice: FusionChoice | None = None,
 ) -> TrainedModel:
-    """AdamW over the labelled tasks; deterministic for a given seed.
+    """AdamW over the labelled tasks; deterministic for a given seed. With `fusion="auto"`, the
+    fusion is `choice` while it holds for this many labels, else chosen again (fusion_choice.py)."""
+    fusion = settings.fusion
+    if fusion == "auto":
+        if choice is None or not choice.holds_for(len(features)):
+            choice = choose_fusion(features, labels, config, _trainer(config, encoders, settings), settings.seed)
+        fusion = choice.fusion
+    started = time.perf_counter()
+    model = train_fixed(features, labels, config, encoders, settings, fusion)
+    log.info("trained %s on %d tasks in %.2fs", fusion, len(features), time.perf_counter() - started)
+    blob = to_bytes(model)
+    return TrainedModel(model, version_of(blob, fusion), config.fingerprint, len(features), choice)
 
-    With audio and `train_audio_dropout`, a first model finds the heads that lean on the photo and
-    text far more than on the audio; the model returned is trained again, and those heads also
-    learn from silent copies of some rows, so that a label the audio does not decide stops
-    over-fitting to it (BENCHMARKS.md, "Heads the audio does not decide")."""
-    cfg = fusion_config(config, encoders, settings.fusion)
+
+def train_fixed(
+    features: list[dict[str, np.ndarray]],
+    labels: list[Labels],
+    config: LabelConfig,
+    encoders: Encoders,
+    settings: Settings,
+    fusion: str,
+) -> VLMAE:
+    """One fusion, trained. With audio and `train_audio_dropout`, a first model finds the heads
+    that lean on the photo and text far more than on the audio; the model returned is trained
+    again, and those heads also learn from silent copies of some rows, so that a label the audio
+    does not decide stops over-fitting to it (BENCHMARKS.md, "Heads the audio does not decide")."""
+    cfg = fusion_config(config, encoders, fusion)
     batch = collate(features, cfg)
     ys, has = _targets(labels, cfg, config)
-    started = time.perf_counter()
     model = _fit(cfg, batch, ys, has, settings)
-    free = [False] * len(cfg.heads)
     if settings.train_audio_dropout > 0 and cfg.fusion != "none" and _audio_rows(batch).any():
         free = audio_free_heads(model, batch, ys, has)
         if any(free):
+            log.debug(
+                "heads also trained without audio: %s", [h for (h, _, _), f in zip(cfg.heads, free, strict=True) if f]
+            )
             model = _fit(cfg, batch, ys, has, settings, silent_copies_for=free)
-    without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
-    log.info(
-        "trained on %d tasks, %d epochs in %.2fs; heads also trained without audio: %s",
-        len(features), training_epochs(len(features), settings), time.perf_counter() - started, without_audio or "none",
-    )  # fmt: skip
-    blob = to_bytes(model)
-    return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
+    return model
+
+
+def _trainer(config: LabelConfig, encoders: Encoders, settings: Settings) -> Trainer:
+    """For cross-validation: train one fusion on some rows, return its probabilities function."""
+
+    def fit(features: list[dict[str, np.ndarray]], labels: list[Labels], fusion: str) -> Any:
+        model = train_fixed(features, labels, config, encoders, settings, fusion)
+
+        def predict(rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+            with torch.inference_mode():
+                return [p.numpy() for p in model.probabilities(model(collate(rows, model.cfg)))]
+
+        return predict
+
+    return fit
 
 
 def _fit(
