@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -373,8 +374,13 @@ def summary(result: dict[str, Any]) -> str:
     rows = [head + " found | macro-F1 per control |", "|---|---:|---:|---:|---:|---:|---|"]
     tags = list(result["runs"][0]["rounds"][-1].get("subsets", {}))
     sub = [f"| arm | tag | items | recall@80%P {t} | macro-F1 per control |", "|---|---|---:|---:|---|"]
+    chosen = []  # fusion="auto": what the last round chose
     for name, runs in _arms(result).items():
         last = [r["rounds"][-1] for r in runs]
+        if runs[0]["fusion"] == "auto":
+            used = Counter(x.get("fusion") for x in last)
+            said = ", ".join(f"{f} in {n} of {len(last)} seeds" for f, n in used.items())
+            chosen.append(f"- {name}: the last round used {said}")
         f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last], worst=True)}" for c in last[0]["macro_f1"])
         curve = [np.mean([rnd["recall_at_80p"][t] for rnd in r["rounds"]]) for r in runs]  # area under the curve
         rows.append(
@@ -389,7 +395,7 @@ def summary(result: dict[str, Any]) -> str:
             recall = _stat([p["recall_at_80p"][t] for p in parts], worst=True)
             sub.append(f"| {name} | {tag} | {parts[0]['items']} | {recall} "
                        f"| {f1} |")  # fmt: skip
-    return "\n".join(rows + ([""] + sub if tags else []))
+    return "\n".join(rows + ([""] + chosen if chosen else []) + ([""] + sub if tags else []))
 
 
 def _answers(client: redis.Redis, tries: int = 1) -> bool:

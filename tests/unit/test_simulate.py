@@ -92,6 +92,16 @@ def test_fusion_ablation_labels_the_same_items_for_each_fusion(manifest, tmp_pat
     assert "| random / none | audio_sensitive |" in (tmp_path / "ablation" / "summary.md").read_text()
 
 
+def test_auto_fusion_says_what_each_round_used(manifest, tmp_path, redis_url, encoders, monkeypatch):
+    from backend.model import fusion_choice
+
+    monkeypatch.setattr(fusion_choice, "MIN_LABELS", SEED_SIZE)  # choose from the first round on
+    result = _simulate(manifest, tmp_path / "auto", redis_url, encoders, monkeypatch, ("--fusion", "auto"))
+    assert {r["fusion"] for r in result["runs"]} == {"auto"}
+    assert {rnd["fusion"] for r in result["runs"] for rnd in r["rounds"]} <= {"attention", "mean"}
+    assert "- random / auto: the last round used " in (tmp_path / "auto" / "summary.md").read_text()
+
+
 def test_same_seed_same_result(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
     first = _simulate(manifest, tmp_path / "a", redis_url, encoders, monkeypatch)
     second = _simulate(manifest, tmp_path / "b", redis_url, encoders, monkeypatch)
