@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Fusion = Literal["auto", "attention", "mean", "none"]
+Fusion = Literal["attention", "mean", "none"]
 
 
 class Settings(BaseSettings):
@@ -63,10 +63,10 @@ class Settings(BaseSettings):
     train_max_steps: int = 120
     train_batch_size: int = 64
     train_lr: float = 3e-3
-    # For heads that lean on photo and text, not on audio: the share of each step's rows copied
-    # with the audio hidden, for those heads to learn from too (0: off). Without it, such a label
-    # paid 1-2 points of macro-F1 for the audio (BENCHMARKS.md, "Heads the audio does not decide").
-    train_audio_dropout: float = 0.5
+    # Heads that lean on photo and text, not on audio, read each task without its audio. Without
+    # it, such a label paid 1-2 points of macro-F1 for the audio (BENCHMARKS.md, "Heads the audio
+    # does not decide").
+    train_audio_free_heads: bool = True
     seed: int = 0
 
     # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.

@@ -4,7 +4,7 @@ side restricted (sound frames and heard words, heard words only, the true words,
 attention and mean fusion, and scored on the held-out split. "True words" embeds the sentence the
 manifest's `speech` field says was spoken (demo sets record it) in place of Whisper's transcript:
 the model as it would be with perfect transcription. Two arms also switch off the training of
-audio-free heads without audio (`train_audio_dropout` 0).
+audio-free heads reading tasks without audio (`train_audio_free_heads` off).
 
     ./dev run python benchmarks/audio_inputs.py --manifest bench1200c/manifest.jsonl --labels 110 900
 """
@@ -21,12 +21,12 @@ import numpy as np
 from common import add_manifest, encoded_demo, ensure_malloc_env, out, speech_records, training_footer, with_speech
 from fusion_variants import train_and_score
 
-# name -> (fusion, audio side: "frames+words" | "words" | "true words", train_audio_dropout: None = broaden's)
+# name -> (fusion, audio side: "frames+words" | "words" | "true words", train_audio_free_heads: None = broaden's)
 ARMS = {
     "attention, sound frames + heard words (broaden)": ("attention", "frames+words", None),
-    "attention, frames + heard words, no head trained without audio": ("attention", "frames+words", 0.0),
+    "attention, frames + heard words, no audio-free heads": ("attention", "frames+words", False),
     "mean pooling, sound frames + heard words": ("mean", "frames+words", None),
-    "mean pooling, frames + heard words, no head trained without audio": ("mean", "frames+words", 0.0),
+    "mean pooling, frames + heard words, no audio-free heads": ("mean", "frames+words", False),
     "attention, heard words only": ("attention", "words", None),
     "mean pooling, heard words only": ("mean", "words", None),
     "attention, true words only": ("attention", "true words", None),
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     scores: dict[str, dict[str, list]] = {}
     for size in args.labels:
         scores[str(size)] = {}
-        for name, (fusion, side, dropout) in arms.items():
+        for name, (fusion, side, free) in arms.items():
             s = settings.model_copy(update={"fusion": fusion})
-            if dropout is not None:
-                s = s.model_copy(update={"train_audio_dropout": dropout})
+            if free is not None:
+                s = s.model_copy(update={"train_audio_free_heads": free})
             runs = [train_and_score(sets[side], pool, test, size, seed, encoders, s) for seed in args.seeds]
             scores[str(size)][name] = runs
         report(scores[str(size)], min(size, len(pool)), len(test))

@@ -33,7 +33,7 @@ def scores(ds, pool: list[int], test: list[int], n: int, seed: int, encoders, se
     s = settings.model_copy(update={"seed": seed})
     model = train([ds.features[i] for i in rows], [ds.labels[i] for i in rows], ds.config, encoders, s).model
     probs, _ = forward(model, [ds.features[i] for i in test])
-    return test_quality(ds, np.asarray(test), probs, targets) | {"fusion": model.cfg.fusion}
+    return test_quality(ds, np.asarray(test), probs, targets)
 
 
 def main(argv: list[str] | None = None) -> None:

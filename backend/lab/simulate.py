@@ -18,7 +18,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -303,14 +302,12 @@ def replay(
     run = _Run.start(ds, args.seed_size, rng)
     strategy = make_strategy(arm.strategy, s)
     rows = np.concatenate([run.pool_rows, run.test_rows])
-    out, choice = [], None
+    out = []
     for rnd in range(args.rounds):
         chosen = run.pool_rows[run.labelled]
         x, y = [ds.features[i] for i in chosen], [ds.labels[i] for i in chosen]
-        trained = train(x, y, ds.config, encoders, s, choice)
-        choice = trained.choice  # fusion="auto" keeps its choice until the labels grow enough
-        probs, emb = forward(trained.model, [ds.features[i] for i in rows])
-        out.append(run.metrics(probs, targets) | {"fusion": trained.model.cfg.fusion})
+        probs, emb = forward(train(x, y, ds.config, encoders, s).model, [ds.features[i] for i in rows])
+        out.append(run.metrics(probs, targets))
         bar.update(1)
         if rnd == args.rounds - 1 or run.labelled.all():
             continue
@@ -374,13 +371,8 @@ def summary(result: dict[str, Any]) -> str:
     rows = [head + " found | macro-F1 per control |", "|---|---:|---:|---:|---:|---:|---|"]
     tags = list(result["runs"][0]["rounds"][-1].get("subsets", {}))
     sub = [f"| arm | tag | items | recall@80%P {t} | macro-F1 per control |", "|---|---|---:|---:|---|"]
-    chosen = []  # fusion="auto": what the last round chose
     for name, runs in _arms(result).items():
         last = [r["rounds"][-1] for r in runs]
-        if runs[0]["fusion"] == "auto":
-            used = Counter(x.get("fusion") for x in last)
-            said = ", ".join(f"{f} in {n} of {len(last)} seeds" for f, n in used.items())
-            chosen.append(f"- {name}: the last round used {said}")
         f1 = ", ".join(f"{c} {_stat([x['macro_f1'][c] for x in last], worst=True)}" for c in last[0]["macro_f1"])
         curve = [np.mean([rnd["recall_at_80p"][t] for rnd in r["rounds"]]) for r in runs]  # area under the curve
         rows.append(
@@ -395,7 +387,7 @@ def summary(result: dict[str, Any]) -> str:
             recall = _stat([p["recall_at_80p"][t] for p in parts], worst=True)
             sub.append(f"| {name} | {tag} | {parts[0]['items']} | {recall} "
                        f"| {f1} |")  # fmt: skip
-    return "\n".join(rows + ([""] + chosen if chosen else []) + ([""] + sub if tags else []))
+    return "\n".join(rows + ([""] + sub if tags else []))
 
 
 def _answers(client: redis.Redis, tries: int = 1) -> bool:
@@ -498,7 +490,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     names = [f"{c}:{lab}" for c, lab in targets]
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
-    options |= {"audio_dropout": base.train_audio_dropout}
+    options |= {"audio_free_heads": base.train_audio_free_heads}
     options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
     started = time.perf_counter()

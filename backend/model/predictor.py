@@ -11,7 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,6 @@ from backend.labelstudio.labelconfig import ChoicesControl, LabelConfig, Labels,
 from backend.labelstudio.predictions import Prediction, empty, to_prediction
 from backend.model.encoders import Encoders
 from backend.model.features import FeatureStore, Featurized, MemoryCache, feature_objects
-from backend.model.fusion_choice import FusionChoice
 from backend.model.media import MediaFetcher
 from backend.model.training import from_bytes, to_bytes, train
 from backend.model.vlmae import VLMAE, collate
@@ -71,7 +70,7 @@ def forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.nd
             batch = collate(rows[start : start + PREDICT_BATCH], model.cfg)
             z = model.embed(batch)
             embs.append(z.numpy())
-            for h, p in enumerate(model.probabilities([head(z) for head in model.heads])):
+            for h, p in enumerate(model.probabilities(model.logits(batch, z))):
                 probs[h].append(p.numpy())
     return [np.concatenate(p) for p in probs], np.concatenate(embs)
 
@@ -193,14 +192,9 @@ class Predictor:
         keep = [(f, lab) for f, (_, lab) in zip(feats.features, pairs, strict=True) if f is not None]
         if not keep:
             return FitResult(None, skipped=len(feats.errors), reason="no encodable labelled tasks")
-        state = ProjectState(self.r, project)
-        previous = state.model_info()
-        choice = _choice_of(previous) if previous.get("fingerprint") == config.fingerprint else None
-        trained = train([f for f, _ in keep], [lab for _, lab in keep], config, self.encoders, self.settings, choice)
-        info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": trained.model.cfg.fusion}
-        if trained.choice:
-            info["fusion_choice"] = asdict(trained.choice) | {"why": trained.choice.describe()}
-        state.set_model(trained.version, to_bytes(trained.model), info)
+        trained = train([f for f, _ in keep], [lab for _, lab in keep], config, self.encoders, self.settings)
+        info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": self.settings.fusion}
+        ProjectState(self.r, project).set_model(trained.version, to_bytes(trained.model), info)
         self._remember(trained.version, trained.model)
         return FitResult(trained.version, trained_on=trained.n_train, skipped=len(feats.errors))
 
@@ -261,11 +255,3 @@ class Predictor:
             vecs = np.concatenate(self.encoders.text.encode(list(control.labels)))
             self._label_vectors[key] = vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-8)
         return self._label_vectors[key]
-
-
-def _choice_of(info: dict[str, Any]) -> FusionChoice | None:
-    """The fusion choice a saved model was trained under (fusion="auto"), if any."""
-    saved = info.get("fusion_choice")
-    if not isinstance(saved, dict):
-        return None
-    return FusionChoice(saved["fusion"], int(saved["n_labels"]), dict(saved["scores"]))

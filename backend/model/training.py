@@ -11,8 +11,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from backend.config import Settings
 from backend.labelstudio.labelconfig import LabelConfig, Labels
 from backend.model.encoders import Encoders
 from backend.model.features import feature_objects
-from backend.model.fusion_choice import FusionChoice, Trainer, choose_fusion
 from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
 
 log = logging.getLogger(__name__)
@@ -40,7 +38,6 @@ class TrainedModel:
     version: str
     fingerprint: str  # label config fingerprint it was trained for
     n_train: int
-    choice: FusionChoice | None = None  # with fusion="auto": which fusion, and why
 
 
 def fusion_config(config: LabelConfig, encoders: Encoders, fusion: str) -> FusionConfig:
@@ -102,74 +99,34 @@ def train(
     config: LabelConfig,
     encoders: Encoders,
     settings: Settings,
-    choice: FusionChoice | None = None,
 ) -> TrainedModel:
-    """AdamW over the labelled tasks; deterministic for a given seed. With `fusion="auto"`, the
-    fusion is `choice` while it holds for this many labels, else chosen again (fusion_choice.py)."""
-    fusion = settings.fusion
-    if fusion == "auto":
-        if choice is None or not choice.holds_for(len(features)):
-            choice = choose_fusion(features, labels, config, _trainer(config, encoders, settings), settings.seed)
-        fusion = choice.fusion
+    """AdamW over the labelled tasks; deterministic for a given seed.
+
+    With audio and `train_audio_free_heads`, a first model finds the heads that lean on the photo
+    and text far more than on the audio; the model returned is trained again with those heads
+    reading each task without its audio, so that a label the audio does not decide cannot
+    over-fit to it (BENCHMARKS.md, "Heads the audio does not decide")."""
     started = time.perf_counter()
-    model = train_fixed(features, labels, config, encoders, settings, fusion)
-    log.info("trained %s on %d tasks in %.2fs", fusion, len(features), time.perf_counter() - started)
-    blob = to_bytes(model)
-    return TrainedModel(model, version_of(blob, fusion), config.fingerprint, len(features), choice)
-
-
-def train_fixed(
-    features: list[dict[str, np.ndarray]],
-    labels: list[Labels],
-    config: LabelConfig,
-    encoders: Encoders,
-    settings: Settings,
-    fusion: str,
-) -> VLMAE:
-    """One fusion, trained. With audio and `train_audio_dropout`, a first model finds the heads
-    that lean on the photo and text far more than on the audio; the model returned is trained
-    again, and those heads also learn from silent copies of some rows, so that a label the audio
-    does not decide stops over-fitting to it (BENCHMARKS.md, "Heads the audio does not decide")."""
-    cfg = fusion_config(config, encoders, fusion)
+    cfg = fusion_config(config, encoders, settings.fusion)
     batch = collate(features, cfg)
     ys, has = _targets(labels, cfg, config)
     model = _fit(cfg, batch, ys, has, settings)
-    if settings.train_audio_dropout > 0 and cfg.fusion != "none" and _audio_rows(batch).any():
+    free = [False] * len(cfg.heads)
+    if settings.train_audio_free_heads and cfg.fusion != "none" and _audio_rows(batch).any():
         free = audio_free_heads(model, batch, ys, has)
         if any(free):
-            log.debug(
-                "heads also trained without audio: %s", [h for (h, _, _), f in zip(cfg.heads, free, strict=True) if f]
-            )
-            model = _fit(cfg, batch, ys, has, settings, silent_copies_for=free)
-    return model
+            model = _fit(replace(cfg, audio_free=free), batch, ys, has, settings)
+    without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
+    log.info(
+        "trained on %d tasks, %d epochs in %.2fs; heads without audio: %s",
+        len(features), training_epochs(len(features), settings), time.perf_counter() - started, without_audio or "none",
+    )  # fmt: skip
+    blob = to_bytes(model)
+    return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
 
 
-def _trainer(config: LabelConfig, encoders: Encoders, settings: Settings) -> Trainer:
-    """For cross-validation: train one fusion on some rows, return its probabilities function."""
-
-    def fit(features: list[dict[str, np.ndarray]], labels: list[Labels], fusion: str) -> Any:
-        model = train_fixed(features, labels, config, encoders, settings, fusion)
-
-        def predict(rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-            with torch.inference_mode():
-                return [p.numpy() for p in model.probabilities(model(collate(rows, model.cfg)))]
-
-        return predict
-
-    return fit
-
-
-def _fit(
-    cfg: FusionConfig,
-    batch: Batch,
-    ys: list[torch.Tensor],
-    has: list[torch.Tensor],
-    settings: Settings,
-    silent_copies_for: list[bool] | None = None,
-) -> VLMAE:
-    """One training run. `silent_copies_for[h]`: head h also learns from copies of rows with their audio
-    hidden (each step copies `train_audio_dropout` of its rows). The copies are extra: every head
-    still learns from every real row, so a head that needs the audio sees what it would without."""
+def _fit(cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings) -> VLMAE:
+    """One training run."""
     torch.manual_seed(settings.seed)
     model = VLMAE(cfg)
     weights = class_weights(ys, has, [multi for _, _, multi in cfg.heads])
@@ -181,26 +138,11 @@ def _fit(
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            sub, sub_has, sub_ys = _index(batch, idx), [m[idx] for m in has], [y[idx] for y in ys]
-            if silent_copies_for:
-                copy = torch.rand(len(idx), generator=gen) < settings.train_audio_dropout
-                sub, sub_has, sub_ys = _with_silent_copies(sub, sub_has, sub_ys, copy, silent_copies_for)
-            loss = model.loss(model(sub), sub_ys, sub_has, weights)
+            loss = model.loss(model(_index(batch, idx)), [y[idx] for y in ys], [m[idx] for m in has], weights)
             opt.zero_grad()
             loss.backward()
             opt.step()
     return model.eval()
-
-
-def _with_silent_copies(
-    batch: Batch, has: list[torch.Tensor], ys: list[torch.Tensor], copy: torch.Tensor, free: list[bool]
-) -> tuple[Batch, list[torch.Tensor], list[torch.Tensor]]:
-    """The batch followed by copies of its `copy` rows with their audio hidden; only the `free`
-    heads learn from the copies."""
-    rows = copy.nonzero()[:, 0]
-    silent = _hide(_index(batch, rows), AUDIO_SIDE, torch.ones(len(rows), dtype=torch.bool))
-    has = [torch.cat([m, m[rows] & f]) for m, f in zip(has, free, strict=True)]
-    return _cat(batch, silent), has, [torch.cat([y, y[rows]]) for y in ys]
 
 
 def audio_free_heads(model: VLMAE, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor]) -> list[bool]:
@@ -210,11 +152,10 @@ def audio_free_heads(model: VLMAE, batch: Batch, ys: list[torch.Tensor], has: li
     that side is hidden (per label, then averaged over the labels seen). At 110 labels of the demo
     set, the category head loses 0.02-0.10 without audio and 0.7 without photo and text, the
     policy head 0.24-0.36 and nothing (BENCHMARKS.md, "Heads the audio does not decide")."""
-    audio, everyone = _audio_rows(batch), torch.ones(batch.size, dtype=torch.bool)
     with torch.inference_mode():
         heard = model.probabilities(model(batch))
-        no_audio = model.probabilities(model(_hide(batch, AUDIO_SIDE, audio)))
-        no_vl = model.probabilities(model(_hide(batch, ("image", "text"), everyone)))
+        no_audio = model.probabilities(model(batch.without(AUDIO_SIDE)))
+        no_vl = model.probabilities(model(batch.without(("image", "text"))))
     out = []
     for p, pa, pv, y, m in zip(heard, no_audio, no_vl, ys, has, strict=True):
         counts = y[m].sum(0)
@@ -241,25 +182,11 @@ def _audio_rows(batch: Batch) -> torch.Tensor:
     return rows
 
 
-def _hide(batch: Batch, modalities: tuple[str, ...], rows: torch.Tensor) -> Batch:
-    """The batch with the tokens of `modalities` masked out in `rows` (as if those tasks had none)."""
-    masks = {k: (m & ~rows[:, None]) if k in modalities else m for k, m in batch.masks.items()}
-    return Batch(batch.tokens, batch.objects, masks)
-
-
 def _index(batch: Batch, idx: torch.Tensor) -> Batch:
     return Batch(
         {k: v[idx] for k, v in batch.tokens.items()},
         {k: v[idx] for k, v in batch.objects.items()},
         {k: v[idx] for k, v in batch.masks.items()},
-    )
-
-
-def _cat(a: Batch, b: Batch) -> Batch:
-    return Batch(
-        {k: torch.cat([v, b.tokens[k]]) for k, v in a.tokens.items()},
-        {k: torch.cat([v, b.objects[k]]) for k, v in a.objects.items()},
-        {k: torch.cat([v, b.masks[k]]) for k, v in a.masks.items()},
     )
 
 

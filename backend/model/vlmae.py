@@ -14,7 +14,9 @@ zero gate also zeroes the attention's gradient: trained from a few dozen labels,
 layer then never learned to use audio at all (BENCHMARKS.md, "Layer shape and training settings").
 `fusion="mean"` is the baseline the paper beats (average-pooled audio
 concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
-The pooled embedding (B, d) is also the latent space LSB searches.
+The pooled embedding (B, d) is also the latent space LSB searches. A head the audio does not
+decide (a product category, say) reads the embedding of its task without the audio
+(`FusionConfig.audio_free`, set by training).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class FusionConfig:
     d_model: int = 256
     n_heads: int = 4
     dropout: float = 0.1
+    # Per head: it reads the embedding of the task without its audio (training.py, audio_free_heads).
+    audio_free: list[bool] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)  # free-form provenance (encoder ids)
 
 
@@ -54,6 +58,11 @@ class Batch:
     @property
     def size(self) -> int:
         return next(iter(self.masks.values())).shape[0]
+
+    def without(self, modalities: tuple[str, ...]) -> Batch:
+        """The same tasks as if they had no tokens of these modalities."""
+        masks = {k: torch.zeros_like(m) if k in modalities else m for k, m in self.masks.items()}
+        return Batch(self.tokens, self.objects, masks)
 
 
 class GatedCrossAttention(nn.Module):
@@ -125,8 +134,15 @@ class VLMAE(nn.Module):
 
     def forward(self, batch: Batch) -> list[torch.Tensor]:
         """Logits per head, each (B, n_labels)."""
-        z = self.drop(self.embed(batch))
-        return [head(z) for head in self.heads]
+        return self.logits(batch, self.embed(batch))
+
+    def logits(self, batch: Batch, z: torch.Tensor) -> list[torch.Tensor]:
+        """Logits per head from the fused embedding `z`; audio-free heads read the embedding of the
+        same tasks without their audio instead."""
+        free = self.cfg.audio_free or [False] * len(self.heads)
+        z = self.drop(z)
+        quiet = self.drop(self.embed(batch.without(AUDIO_SIDE))) if any(free) else z
+        return [head(quiet if f else z) for head, f in zip(self.heads, free, strict=True)]
 
     def probabilities(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         return [

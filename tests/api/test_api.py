@@ -217,24 +217,3 @@ def test_fit_on_annotated_tasks_changes_the_model_version(settings, encoders, r,
     assert result.version is not None and result.trained_on == len(tasks)
     assert p.model_version(11, config) == result.version != before
     assert result.version.startswith("vlmae-attention-")
-
-
-def test_auto_fusion_is_chosen_on_the_projects_labels_and_kept_until_they_grow(
-    settings, encoders, r, demo_dir, monkeypatch
-):
-    from backend.model import fusion_choice
-    from backend.store.state import ProjectState
-
-    monkeypatch.setattr(fusion_choice, "MIN_LABELS", 9)  # the demo set has 16 tasks
-    tasks = _annotated_demo_tasks(demo_dir)
-    p = Predictor(settings.model_copy(update={"fusion": "auto"}), encoders, r)
-    p.fit(12, tasks[:9], CONFIG)
-    info = ProjectState(r, 12).model_info()
-    chosen = info["fusion_choice"]
-    assert chosen["n_labels"] == 9 and set(chosen["scores"]) == {"attention", "mean"}
-    assert info["fusion"] == chosen["fusion"] and chosen["fusion"] in chosen["why"]
-    assert ProjectState(r, 12).model_version().startswith(f"vlmae-{chosen['fusion']}-")
-    p.fit(12, tasks[:13], CONFIG)  # 13 < 1.5 * 9: the choice holds
-    assert ProjectState(r, 12).model_info()["fusion_choice"] == chosen
-    p.fit(12, tasks, CONFIG)  # 16 >= 1.5 * 9: chosen again
-    assert ProjectState(r, 12).model_info()["fusion_choice"]["n_labels"] == 16

@@ -55,7 +55,7 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
     assert len(table) == 2 + 2 and table[2].startswith("| random / attention |")  # header, rule, a row an arm
     assert "(worst " in table[2]  # the lowest seed beside the mean: a collapsing seed shows
     assert result["config"]["strategies"] == STRATEGIES
-    assert result["config"]["audio_dropout"] == Settings().train_audio_dropout  # training settings recorded
+    assert result["config"]["audio_free_heads"] == Settings().train_audio_free_heads  # training settings recorded
     made = result["provenance"]  # what a reader needs to compare two runs' figures
     assert made["encoders"]["image"] == encoders.image.id and made["encoders"]["audio"] == encoders.audio.id
     assert made["seconds"] > 0 and made["cpus"] >= 1 and made["torch_threads"] >= 1
@@ -90,16 +90,6 @@ def test_fusion_ablation_labels_the_same_items_for_each_fusion(manifest, tmp_pat
         found = [[rnd["positives_per_100"] for rnd in random[(f, seed)]] for f in ("attention", "none")]
         assert found[0] == found[1]
     assert "| random / none | audio_sensitive |" in (tmp_path / "ablation" / "summary.md").read_text()
-
-
-def test_auto_fusion_says_what_each_round_used(manifest, tmp_path, redis_url, encoders, monkeypatch):
-    from backend.model import fusion_choice
-
-    monkeypatch.setattr(fusion_choice, "MIN_LABELS", SEED_SIZE)  # choose from the first round on
-    result = _simulate(manifest, tmp_path / "auto", redis_url, encoders, monkeypatch, ("--fusion", "auto"))
-    assert {r["fusion"] for r in result["runs"]} == {"auto"}
-    assert {rnd["fusion"] for r in result["runs"] for rnd in r["rounds"]} <= {"attention", "mean"}
-    assert "- random / auto: the last round used " in (tmp_path / "auto" / "summary.md").read_text()
 
 
 def test_same_seed_same_result(manifest, tmp_path, redis_url, encoders, monkeypatch) -> None:
