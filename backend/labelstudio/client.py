@@ -65,7 +65,8 @@ class LabelStudioClient:
         except LabelStudioUnavailable:
             raise
         except Exception as e:  # the SDK raises its own error types per HTTP status
-            raise LabelStudioUnavailable(f"could not read project {project}: {type(e).__name__}: {e}") from e
+            # from None: a chained SDK error would put its response headers in the stored traceback
+            raise LabelStudioUnavailable(f"could not read project {project}: {_describe(e)}") from None
 
     def _http(self, method: str, path: str, **kwargs: Any) -> Any:
         """A plain API call for the endpoints the SDK does not wrap (Data Manager actions, views)."""
@@ -153,3 +154,12 @@ class LabelStudioClient:
                 return int(view["id"])
         created = self._http("POST", "/api/dm/views", json={"project": project, "data": data})
         return int(created["id"])
+
+
+def _describe(e: Exception) -> str:
+    """An SDK error as status and body only: its str() also prints the response headers, and those
+    carry session cookies that must not end up in a stored failure reason."""
+    status, body = getattr(e, "status_code", None), getattr(e, "body", None)
+    if status is None:
+        return f"{type(e).__name__}: {e}"
+    return f"HTTP {status}: {str(body)[:300]}"

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from backend import __version__
@@ -59,7 +60,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         yield
         r.close()
 
-    app = FastAPI(title="broaden", version=__version__, lifespan=lifespan)
+    # The API docs are served by _add_routes, behind the same basic auth as the endpoints.
+    app = FastAPI(
+        title="broaden", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     _add_error_handlers(app)
     _add_routes(app, settings)
@@ -95,6 +99,14 @@ class _Unauthorized(BroadenError):
 
 def _add_routes(app: FastAPI, settings: Settings) -> None:
     auth = [Depends(_check_auth(settings))]
+
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=auth, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="broaden API")
 
     @app.get("/", dependencies=auth)
     @app.get("/health", dependencies=auth)

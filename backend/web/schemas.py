@@ -8,13 +8,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backend.labelstudio.predictions import Prediction
 
 
 class Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        # JSON may spell a lone UTF-16 surrogate ("\ud800"); no text of it can be stored or encoded.
+        if _has_lone_surrogate(value):
+            raise ValueError("the payload holds a lone UTF-16 surrogate (such as \\ud800): send valid Unicode")
+        return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 class Outbound(BaseModel):
@@ -102,7 +124,7 @@ class WebhookResponse(Outbound):
 
 
 class JobStatusRequest(Inbound):
-    job: str = Field(min_length=1, max_length=200)
+    job: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class JobStatusResponse(Outbound):

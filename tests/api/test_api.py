@@ -101,6 +101,9 @@ def test_task_with_only_some_objects_is_predicted(client, demo_dir):
         (json.dumps({"tasks": [], "project": "99.1"}).encode(), 422, "PayloadError"),
         (json.dumps({"tasks": [], "project": "abc"}).encode(), 422, "invalid payload"),
         (json.dumps({"tasks": [], "label_config": "<View/>"}).encode(), 422, "UnsupportedConfig"),
+        # a lone surrogate, as JSON may spell it, in task text or in the label config
+        (b'{"tasks": [{"id": 1, "data": {"text": "hi \\ud800"}}], "label_config": "<View/>"}', 422, "invalid payload"),
+        (b'{"tasks": [], "label_config": "<View>\\udfff</View>"}', 422, "invalid payload"),
     ],
 )
 def test_predict_rejects_bad_payloads_with_a_message(client, body, status, error):
@@ -115,6 +118,16 @@ def test_setup_rejects_unsupported_config(client):
     assert res.status_code == 422
     assert "needs a <Choices>" in res.json()["detail"]
     assert client.post("/setup", json={"schema": CONFIG}).status_code == 422
+    lone = b'{"project": 1, "schema": "<View><Text name=\\"t\\" value=\\"$t\\"/>\\ud800</View>"}'
+    res = client.post("/setup", content=lone, headers={"Content-Type": "application/json"})
+    assert res.status_code == 422 and "surrogate" in res.text
+
+
+def test_job_status_takes_only_job_ids(client):
+    for job in ("a/b", "../x", "sync p1", "x" * 201, "é"):
+        res = client.post("/job_status", json={"job": job})
+        assert res.status_code == 422 and res.json()["error"] == "invalid payload"
+    assert client.post("/job_status", json={"job": "sync-p1-abc"}).json()["status"] == "unknown"
 
 
 def test_empty_task_list_gives_empty_results(client):
@@ -145,6 +158,10 @@ def test_basic_auth(settings, encoders, r):
         token = base64.b64encode(b"admin:s3cret").decode()
         assert c.get("/health", headers={"Authorization": f"Basic {token}"}).status_code == 200
         assert c.post("/setup", json={"project": 1, "schema": CONFIG}).status_code == 401
+        for path in ("/docs", "/openapi.json", "/redoc"):  # the API description is behind the same auth
+            assert c.get(path).status_code in (401, 404)
+        assert c.get("/openapi.json", auth=("admin", "s3cret")).json()["info"]["title"] == "broaden"
+        assert "swagger" in c.get("/docs", auth=("admin", "s3cret")).text.lower()
 
 
 def test_versions(client):
