@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # How long an http(s) URL's content is trusted before it is fetched again to see if it changed.
     url_revalidate_s: int = 3600
 
+    # Larger request bodies are refused (413) before they are parsed.
+    max_body_mb: float = 32.0
+
     # /predict encodes unseen media for at most this long; a worker pre-labels the rest.
     # Label Studio waits 100 s for /predict.
     predict_budget_s: float = 60.0

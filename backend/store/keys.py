@@ -12,6 +12,11 @@ from enum import StrEnum
 PREFIX = "broaden"
 FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be recomputed
 PENDING_TTL_S = 900  # a crash between a pending flag and its enqueue blocks a project at most this long
+# Webhook hints wait for a sync, which normally runs within seconds; unhandled ones age out.
+HINT_TTL_S = 24 * 3600
+# More task ids than this waiting to be re-read: the next sync re-reads the whole project instead
+# (fewer Label Studio calls than reading that many by id, and a payload cannot grow the set further).
+MAX_HINTED_TASKS = 20_000
 
 
 class Hash(StrEnum):

@@ -91,14 +91,18 @@ class ProjectMirror:
 
     # hints from webhooks: which tasks to re-read, and whether everything must be re-read
     def add_hints(self, task_ids: list[int], full: bool = False, retrain: bool = False) -> None:
+        """Remember what a webhook named; past MAX_HINTED_TASKS ids, a full re-read replaces them."""
+        dirty = self.key(Value.DIRTY)
         pipe = self.r.pipeline(transaction=False)
         if task_ids:
-            pipe.sadd(self.key(Value.DIRTY), *task_ids)
+            pipe.sadd(dirty, *task_ids[: keys.MAX_HINTED_TASKS + 1]).expire(dirty, keys.HINT_TTL_S)
         if full:
-            pipe.set(self.key(Value.FULL), 1)
+            pipe.set(self.key(Value.FULL), 1, ex=keys.HINT_TTL_S)
         if retrain:
-            pipe.set(self.key(Value.RETRAIN), 1)
-        pipe.execute()
+            pipe.set(self.key(Value.RETRAIN), 1, ex=keys.HINT_TTL_S)
+        pipe.scard(dirty)
+        if pipe.execute()[-1] > keys.MAX_HINTED_TASKS:
+            self.r.pipeline(transaction=True).set(self.key(Value.FULL), 1, ex=keys.HINT_TTL_S).delete(dirty).execute()
 
     def hints(self) -> tuple[list[int], bool, bool]:
         dirty, full, retrain = (

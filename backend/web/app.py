@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import __version__
 from backend.config import Settings
@@ -65,9 +66,46 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         title="broaden", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 2**20))
     _add_error_handlers(app)
     _add_routes(app, settings)
     return app
+
+
+class BodyLimit:
+    """Refuse a request body over `max_bytes` with a 413, whether or not it declares its length:
+    the body is read (as FastAPI would) up to the limit, then handed on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        too_big = declared.isdigit() and int(declared) > self.max_bytes
+        body, more = b"", not too_big
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False) and message["type"] == "http.request"
+            too_big = len(body) > self.max_bytes
+            more = more and not too_big
+        if too_big:
+            detail = f"the request body is over {self.max_bytes} bytes (BROADEN_MAX_BODY_MB)"
+            await _error(413, "payload too large", detail)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _runtime(request: Request) -> Runtime:

@@ -164,6 +164,19 @@ def test_basic_auth(settings, encoders, r):
         assert "swagger" in c.get("/docs", auth=("admin", "s3cret")).text.lower()
 
 
+def test_bodies_over_the_limit_are_refused_before_parsing(settings, encoders, r):
+    settings = settings.model_copy(update={"max_body_mb": 0.01})  # about 10 KB
+    big = json.dumps({"action": "TASKS_CREATED", "project": 1, "tasks": [{"id": i} for i in range(2000)]})
+    with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
+        res = c.post("/webhook", content=big, headers={"Content-Type": "application/json"})
+        assert res.status_code == 413 and "BROADEN_MAX_BODY_MB" in res.json()["detail"]
+        chunks = (big[i : i + 1000].encode() for i in range(0, len(big), 1000))  # no Content-Length
+        assert c.post("/webhook", content=chunks, headers={"Content-Type": "application/json"}).status_code == 413
+        small = {"action": "TASKS_CREATED", "project": 1, "tasks": [{"id": 5}]}
+        assert c.post("/webhook", json=small).json()["status"] == "queued"
+        assert c.post("/predict", json={"tasks": [], "label_config": CONFIG}).json() == {"results": []}
+
+
 def test_versions(client):
     assert client.get("/versions").json()["versions"] == []
 

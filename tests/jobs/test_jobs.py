@@ -54,6 +54,19 @@ def test_hints_handled_by_a_run_are_cleared_and_later_ones_kept(r):
     assert mirror.hints() == ([3], False, False)
 
 
+def test_hints_are_capped_and_expire(r):
+    from backend.store import keys
+
+    mirror = ProjectMirror(r, 9)
+    mirror.add_hints(list(range(keys.MAX_HINTED_TASKS - 10)))
+    mirror.add_hints(list(range(10**6, 10**6 + 100)))  # past the cap: the whole project is re-read instead
+    assert mirror.hints() == ([], True, False)
+    mirror.add_hints([1], retrain=True)
+    assert 0 < r.ttl(keys.project(9, keys.Value.DIRTY)) <= keys.HINT_TTL_S
+    assert 0 < r.ttl(keys.project(9, keys.Value.FULL)) <= keys.HINT_TTL_S
+    assert 0 < r.ttl(keys.project(9, keys.Value.RETRAIN)) <= keys.HINT_TTL_S
+
+
 @pytest.fixture
 def dead_label_studio(r, encoders):
     """Jobs in this process run with a Label Studio that is down: a port on loopback where nothing listens."""
