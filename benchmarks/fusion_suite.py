@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from common import encoded_demo, ensure_malloc_env, out, training_footer
 
-TAGS = ("lookalike", "audio_only")  # per-tag macro-F1 reported when a manifest uses these tags
+# per-tag macro-F1, where a manifest has them
+TAGS = ("lookalike", "payment_lookalike", "audio_only", "audio_sensitive")
 
 
 def scores(ds, pool: list[int], test: list[int], n: int, seed: int, encoders, settings, targets) -> dict:
