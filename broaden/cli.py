@@ -111,9 +111,11 @@ def backfill(args: argparse.Namespace, settings: Settings) -> None:
 
     from backend.labelstudio.client import LabelStudioClient
     from backend.queue import producer
+    from backend.store.state import ProjectState
 
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in LabelStudioClient(settings).tasks(args.project))
+    ProjectState(r, args.project).mark_connected()  # the operator says broaden serves it: its webhooks count
     chunks = [ids[start : start + args.chunk] for start in range(0, len(ids), args.chunk)]
     jobs = {producer.encode(r, args.project, chunk): len(chunk) for chunk in chunks}
     serializer = producer.queue(r).serializer

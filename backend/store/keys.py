@@ -48,6 +48,7 @@ class Value(StrEnum):
     SYNC_PENDING = "sync-pending"  # a sync job is queued (holds its id)
     PUSH_PENDING = "push-pending"  # a prediction push job is queued
     LOCK = "lock"  # one job at a time per project
+    CONNECTED = "connected"  # when Label Studio last set the project up with this backend (/setup)
 
 
 # What a changed label config invalidates (the model is dropped separately).

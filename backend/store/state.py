@@ -4,6 +4,7 @@ everything here can be rebuilt from Label Studio (config from the project, model
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
@@ -22,6 +23,13 @@ class ProjectState:
 
     def set_label_config(self, xml: str) -> None:
         self.r.set(keys.project(self.project, Value.CONFIG), xml)
+
+    def mark_connected(self) -> None:
+        """Label Studio (or an operator) set this project up with broaden: its webhooks count."""
+        self.r.set(keys.project(self.project, Value.CONNECTED), int(time.time()))
+
+    def connected(self) -> bool:
+        return bool(self.r.exists(keys.project(self.project, Value.CONNECTED)))
 
     def model_blob(self) -> tuple[str, bytes] | None:
         """(version, weights) of the current model, read atomically."""

@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # the HTTP layer is typed against the predictor, never import
 
 log = logging.getLogger(__name__)
 basic = HTTPBasic(auto_error=False)
+NOT_CONNECTED = (
+    "project {project} was never set up with this backend: connect it on the project's Model page "
+    "(or run `broaden backfill --project {project}`)"
+)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -160,7 +164,9 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.post("/setup", dependencies=auth)
     def setup(body: SetupRequest, rt: RuntimeDep) -> SetupResponse:
-        return SetupResponse(model_version=rt.predictor.setup(body.project, body.label_config))
+        version = rt.predictor.setup(body.project, body.label_config)
+        ProjectState(rt.redis, body.project).mark_connected()
+        return SetupResponse(model_version=version)
 
     @app.post("/predict", dependencies=auth)
     def predict(body: PredictRequest, rt: RuntimeDep) -> PredictResponse:
@@ -183,10 +189,14 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         )
         return PredictResponse(results=results)
 
-    # No auth here: Label Studio sends webhooks without credentials. A payload is only a hint;
-    # jobs read the truth back from Label Studio's API.
+    # No auth here: Label Studio sends webhooks without credentials. So a webhook counts only for a
+    # project Label Studio has set up with this backend (/setup, which connecting it calls), and its
+    # payload is only a hint: jobs read the truth back from Label Studio's API.
     @app.post("/webhook")
     def webhook(body: WebhookRequest, rt: RuntimeDep) -> WebhookResponse:
+        if body.project is not None and not ProjectState(rt.redis, body.project).connected():
+            log.info("webhook %s for project %s ignored: never set up with this backend", body.action, body.project)
+            return WebhookResponse(status="ignored", reason=NOT_CONNECTED.format(project=body.project))
         job_id = producer.event(rt.redis, body.action, body.project, body.task_ids())
         return WebhookResponse(status="queued" if job_id else "ignored", job_id=job_id)
 

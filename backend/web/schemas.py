@@ -121,6 +121,7 @@ class WebhookRequest(Inbound):
 class WebhookResponse(Outbound):
     status: str
     job_id: str | None = None
+    reason: str | None = None  # why an event was ignored
 
 
 class JobStatusRequest(Inbound):

@@ -139,15 +139,32 @@ def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
     with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
         assert c.post("/webhook", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
         assert c.post("/webhook", json={"project": {"id": 1}}).status_code == 422
+        assert c.post("/setup", json={"project": 4, "schema": CONFIG}, auth=("u", "p")).status_code == 200
         assert c.post("/webhook", json={"action": "PROJECT_CREATED", "project": {"id": 4}}).json() == {
             "status": "ignored",
             "job_id": None,
+            "reason": None,
         }
         first = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}, "annotation": {}})
         second = c.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
         assert first.json()["status"] == "queued"
         assert first.json()["job_id"] == second.json()["job_id"]
         assert c.post("/job_status", json={"job": first.json()["job_id"]}, auth=("u", "p")).json()["status"] == "queued"
+
+
+def test_webhooks_count_only_for_projects_set_up_with_this_backend(client, r):
+    """Anyone can post a webhook; only Label Studio's /setup (behind basic auth when it is on)
+    makes a project's webhooks count. A forged one for another project starts nothing."""
+    from backend.queue.producer import queue
+    from backend.store import keys
+
+    forged = {"action": "TASKS_CREATED", "project": {"id": 2}, "tasks": [{"id": 201}]}
+    res = client.post("/webhook", json=forged).json()
+    assert res["status"] == "ignored" and res["job_id"] is None and "never set up" in res["reason"]
+    assert queue(r).count == 0 and not r.exists(keys.project(2, keys.Value.DIRTY))  # no job, no hint stored
+    assert client.post("/setup", json={"project": "2.1700000000", "schema": CONFIG}).status_code == 200
+    assert client.post("/webhook", json=forged).json()["status"] == "queued"
+    assert queue(r).count == 1
 
 
 def test_basic_auth(settings, encoders, r):
@@ -173,6 +190,7 @@ def test_bodies_over_the_limit_are_refused_before_parsing(settings, encoders, r)
         chunks = (big[i : i + 1000].encode() for i in range(0, len(big), 1000))  # no Content-Length
         assert c.post("/webhook", content=chunks, headers={"Content-Type": "application/json"}).status_code == 413
         small = {"action": "TASKS_CREATED", "project": 1, "tasks": [{"id": 5}]}
+        assert c.post("/setup", json={"project": 1, "schema": CONFIG}).status_code == 200
         assert c.post("/webhook", json=small).json()["status"] == "queued"
         assert c.post("/predict", json={"tasks": [], "label_config": CONFIG}).json() == {"results": []}
 
