@@ -89,13 +89,14 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         too_big = declared.isdigit() and int(declared) > self.max_bytes
-        body, more = b"", not too_big
+        chunks, size, more = [], 0, not too_big
         while more:
             message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False) and message["type"] == "http.request"
-            too_big = len(body) > self.max_bytes
-            more = more and not too_big
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            too_big = size > self.max_bytes
+            more = message.get("more_body", False) and message["type"] == "http.request" and not too_big
+        body = b"".join(chunks)
         if too_big:
             detail = f"the request body is over {self.max_bytes} bytes (BROADEN_MAX_BODY_MB)"
             await _error(413, "payload too large", detail)(scope, receive, send)
