@@ -39,7 +39,10 @@ def timed(client: httpx.Client, method: str, url: str, **kw) -> float:
 
 
 # Webhooks count only for projects Label Studio has set up with the backend: /setup each one first.
-LABEL_CONFIG = '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/><Choice value="b"/></Choices></View>'
+LABEL_CONFIG = (
+    '<View><Text name="t" value="$t"/>'
+    '<Choices name="c" toName="t"><Choice value="a"/><Choice value="b"/></Choices></View>'
+)
 
 
 def set_up(url: str, projects: int) -> None:

@@ -35,9 +35,6 @@ _LS_PREFIXES = {"/data/upload/": "upload", "/data/local-files/": "local-files"}
 _LS_RESOLVE_RE = re.compile(r"^/(?:tasks|projects)/\d+/resolve/?\?")
 _CLOUD_SCHEMES = {"s3", "gs", "azure-blob", "azure-spi"}
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-# With inline text, only a single token that clearly names a resource is taken as a reference;
-# anything with spaces or without a URL/path shape is the text itself.
-_REFERENCE_RE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|/|\.\.?/)\S*$|^\S+/\S+\.[A-Za-z0-9]{1,5}$")
 
 # Audio bounds that keep a corrupt or hostile header from exhausting memory.
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS, _BLOCK_FRAMES = 1_000, 384_000, 64, 16_384
@@ -114,7 +111,8 @@ class MediaFetcher:
         text = value.strip()
         if not text:
             raise MediaError("empty media reference")
-        if inline_text and not _REFERENCE_RE.match(text):
+        # A <Text> value is the text, even one that looks like a link (as Label Studio shows it).
+        if inline_text:
             return MediaRef("inline", value)
         if "\x00" in text:
             raise MediaError("media reference contains a NUL byte")

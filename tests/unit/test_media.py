@@ -248,9 +248,10 @@ def test_resolve_inline_text(roots: tuple[Path, Path]) -> None:
     assert f.resolve("A cat sat on the mat.", inline_text=True) == MediaRef("inline", "A cat sat on the mat.")
     assert f.resolve("and/or", inline_text=True).source == "inline"
     assert f.resolve("<p>hi</p>", inline_text=True).source == "inline"
-    assert f.resolve("https://x.example/a.txt", inline_text=True).source == "url"
-    assert f.resolve("/data/upload/3/t.txt", inline_text=True).source == "upload"
-    assert f.resolve("sub/a.png", inline_text=True).source == "path"
+    # Values that look like links are text too: only <Text valueType="url"> is fetched (no request
+    # to a host a task's text names).
+    for value in ("https://x.example/a.txt", "http://127.0.0.1:6379/", "/data/upload/3/t.txt", "sub/a.png"):
+        assert f.resolve(value, inline_text=True) == MediaRef("inline", value)
 
 
 # -- cache keys and local fetches --------------------------------------------------------------------
