@@ -33,6 +33,8 @@ MAX_REDIRECTS = 5
 _LS_PREFIXES = {"/data/upload/": "upload", "/data/local-files/": "local-files"}
 # Label Studio's own proxy for cloud objects; already a plain HTTP resource on the LS host.
 _LS_RESOLVE_RE = re.compile(r"^/(?:tasks|projects)/\d+/resolve/?\?")
+# The paths on Label Studio's origin that serve media: the only ones its API key is sent to.
+_LS_MEDIA_PATH_RE = re.compile(r"^/(?:data/upload/|data/local-files/?$|(?:tasks|projects)/\d+/resolve/?$)")
 _CLOUD_SCHEMES = {"s3", "gs", "azure-blob", "azure-spi"}
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -65,6 +67,11 @@ def _describe(url: str) -> str:
     text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
     d = parse_qs(parts.query).get("d")
     return f"{text}?d={d[0]}" if parts.path.startswith("/data/local-files") and d else text
+
+
+def _dot_segments(path: str) -> bool:
+    """Does the path hold a '.' or '..' segment, spelled plainly or percent-encoded?"""
+    return any(seg in (".", "..") for seg in unquote(path).replace("\\", "/").split("/"))
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -142,6 +149,8 @@ class MediaFetcher:
         return MediaRef("path", self._checked_path(text))
 
     def _on_label_studio(self, relative: str) -> str:
+        if _dot_segments(urlsplit(relative).path):
+            raise MediaError("a Label Studio media path may not contain '.' or '..' segments")
         if not self._ls_url:
             raise MediaError(
                 f"{relative.split('?')[0]} is on Label Studio, whose URL is unknown (set LABEL_STUDIO_URL)"
@@ -152,6 +161,11 @@ class MediaFetcher:
 
     def _on_ls_host(self, url: str) -> bool:
         return self._ls_origin is not None and _origin(url) == self._ls_origin
+
+    def _gets_key(self, url: str) -> bool:
+        """Label Studio's credentials go to its media paths only, never to its API or elsewhere."""
+        path = urlsplit(url).path
+        return self._on_ls_host(url) and not _dot_segments(path) and bool(_LS_MEDIA_PATH_RE.match(unquote(path)))
 
     def _ls_source(self, url: str) -> str:
         """An absolute URL on the Label Studio host keeps its upload/local-files identity."""
@@ -233,8 +247,8 @@ class MediaFetcher:
     def _get_once(self, url: str, deadline: float) -> tuple[bytes | None, str]:
         """One request: the body, or None and the URL a redirect points at."""
         remaining = max(deadline - time.monotonic(), 0.001)
-        # Label Studio credentials go to its origin only, decided again on every hop.
-        headers = self._headers if self._on_ls_host(url) else {}
+        # Label Studio credentials go to its media paths only, decided again on every hop.
+        headers = self._headers if self._gets_key(url) else {}
         timeout = min(self._settings.media_timeout_s, remaining)
         response = self._client.send(
             self._client.build_request("GET", url, headers=headers, timeout=timeout), stream=True

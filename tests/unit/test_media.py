@@ -321,6 +321,21 @@ def test_label_studio_headers_only_go_to_label_studio(
     assert "authorization" not in other_server.headers_for("/after-redirect")
 
 
+def test_the_api_key_goes_to_label_studio_media_paths_only(fetcher: MediaFetcher, ls_server: _Server) -> None:
+    with pytest.raises(MediaError, match="'..' segments"):  # would be normalised into an API call
+        fetcher.resolve("/data/upload/../../api/current-user/whoami")
+    fetcher.fetch(fetcher.resolve(ls_server.base + "/api/current-user/whoami"))
+    assert "authorization" not in ls_server.headers_for("/api/current-user/whoami")
+    # A redirect to Label Studio's API does not carry the key either.
+    hop = ls_server.base + "/redirect?to=" + quote("/api/projects/", safe="")
+    assert fetcher.fetch(fetcher.resolve(hop)) == b"ok:/api/projects/"
+    assert "authorization" not in ls_server.headers_for("/api/projects/")
+    fetcher.fetch(fetcher.resolve("/data/local-files/?d=a/b.png"))
+    assert ls_server.headers_for("/data/local-files/?d=a/b.png")["authorization"] == TOKEN
+    fetcher.fetch(fetcher.resolve("/tasks/3/resolve/?fileuri=czM6Ly9i"))
+    assert ls_server.headers_for("/tasks/3/resolve/?fileuri=czM6Ly9i")["authorization"] == TOKEN
+
+
 def test_size_cap(fetcher: MediaFetcher, ls_server: _Server) -> None:
     with pytest.raises(MediaError, match="limit"):  # refused from Content-Length
         fetcher.fetch(fetcher.resolve(ls_server.base + "/bytes/10001"))
