@@ -492,6 +492,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
     options |= {"audio_free_heads": base.train_audio_free_heads}
     options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
+    options |= {"lsb_seed_order": base.lsb_seed_order}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
     started = time.perf_counter()
     with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:

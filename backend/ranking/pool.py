@@ -47,7 +47,8 @@ def build_pool(
 def make_strategy(name: str, settings: Settings) -> Strategy:
     """The named strategy with the LSB settings (k, share; the threshold only when set, so each
     strategy otherwise keeps its own: lsb-lt's is 0.8)."""
-    options: dict[str, float] = {"k": settings.lsb_k, "share": settings.lsb_share}
+    options: dict[str, float | str] = {"k": settings.lsb_k, "share": settings.lsb_share}
     if settings.lsb_threshold is not None:
         options["threshold"] = settings.lsb_threshold
+    options["seed_order"] = settings.lsb_seed_order
     return STRATEGIES[name](**options)

@@ -109,8 +109,23 @@ def test_broadened_pool_takes_the_likeliest_positives_among_seed_neighbours_firs
     top = strategy.rank(pool, rng)[: len(seeded)]
     assert set(top) == set(seeded)
     assert policy[top, 1].tolist() == sorted(policy[seeded, 1], reverse=True)
+    least_decided = np.min(np.abs(policy[seeded, 1] - 0.5))  # ties among equals are broken at random
     pool.targets = []  # nothing hunted: the seeds' neighbours by uncertainty, so the least decided first
-    assert strategy.rank(pool, rng)[0] == seeded[np.argmin(np.abs(policy[seeded, 1] - 0.5))]
+    first = strategy.rank(pool, rng)[0]
+    assert first in seeded and abs(policy[first, 1] - 0.5) == least_decided
+    # seed_order="uncertain": the least decided first even while a label is hunted
+    pool.targets = [(0, 1)]
+    first = BroadenedPoolSampling(k=10, k_pool=1, share=1.0, seed_order="uncertain").rank(pool, rng)[0]
+    assert first in seeded and abs(policy[first, 1] - 0.5) == least_decided
+
+
+def test_the_seed_order_setting_reaches_lsb_pool():
+    from backend.config import Settings
+    from backend.ranking.pool import make_strategy
+
+    assert make_strategy("lsb-pool", Settings()).seed_order == "likely"
+    assert make_strategy("lsb-pool", Settings(lsb_seed_order="uncertain")).seed_order == "uncertain"
+    assert make_strategy("seals", Settings(lsb_seed_order="uncertain")).name == "seals"  # others ignore it
 
 
 @pytest.mark.parametrize("name", ["margin", "entropy", "lsb+uncertainty", "lsb-pool"])
