@@ -213,9 +213,8 @@ class BroadenedPoolSampling(Strategy):
     those at least that similar, as LSB-LT). `share` of the leading slots go to the seeds'
     neighbours, likeliest hunted label first (by uncertainty when nothing is hunted, or with
     seed_order="uncertain"): the likely positives and the lookalikes the model takes for them.
-    The others go to the whole candidate
-    pool by uncertainty; then the rest of the project by uncertainty; near-duplicates pushed out
-    of the head. The default (BENCHMARKS.md)."""
+    The others go to the whole candidate pool by uncertainty; then the rest of the project by
+    uncertainty; near-duplicates pushed out of the head. The default (BENCHMARKS.md)."""
 
     k: int = 20
     k_pool: int = 10
