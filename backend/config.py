@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     train_epochs: int = 60
     # ...and at most this many optimiser steps: past it, more labels meant more steps, and the
     # audio-decided label over-fitted (900 labels: recall@80%P 0.07 at 900 steps, 0.71 at 120;
-    # BENCHMARKS.md, "More labels, fewer steps: thousands of labels").
+    # BENCHMARKS.md, "Training: step budget and many labels").
     # 120 is what 60 epochs give up to 128 labels.
     train_max_steps: int = 120
     train_batch_size: int = 64
