@@ -16,6 +16,10 @@ from backend.labelstudio.predictions import Prediction
 class Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
+
+class Request(Inbound):
+    """A whole request body: checked once for text no encoder can store (its parts are not again)."""
+
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, value: Any) -> Any:
@@ -69,7 +73,7 @@ class PredictParams(Inbound):
     context: dict[str, Any] | None = None
 
 
-class PredictRequest(Inbound):
+class PredictRequest(Request):
     tasks: list[Task] = Field(max_length=10_000)
     project: int | None = None
     label_config: str | None = None
@@ -82,7 +86,7 @@ class PredictResponse(Outbound):
     results: list[Prediction]
 
 
-class SetupRequest(Inbound):
+class SetupRequest(Request):
     project: int
     label_config: str = Field(alias="schema")
     hostname: str | None = None
@@ -97,7 +101,7 @@ class SetupResponse(Outbound):
     model_version: str
 
 
-class WebhookRequest(Inbound):
+class WebhookRequest(Request):
     action: str = Field(min_length=1, max_length=100)
     project: int | None = None
     annotation: dict[str, Any] | None = None
@@ -124,7 +128,7 @@ class WebhookResponse(Outbound):
     reason: str | None = None  # why an event was ignored
 
 
-class JobStatusRequest(Inbound):
+class JobStatusRequest(Request):
     job: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
 
 
