@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     # Media: where local paths may be read from (os.pathsep-separated), and the limits.
     media_roots: str = ""
+    # Hosts media URLs may be fetched from besides Label Studio's own (backend/model/allowlist.py):
+    # names, "*.suffix", addresses or networks, or "*" for any public host. Empty: Label Studio only.
+    media_hosts: str = ""
     media_timeout_s: float = 15.0
     media_max_bytes: int = 50 * 1024 * 1024
     image_max_pixels: int = 64_000_000

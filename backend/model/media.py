@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.config import Settings
 from backend.errors import MediaError
+from backend.model.allowlist import GuardedTransport, HostPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class MediaFetcher:
         self._ls_origin = _origin(self._ls_url) if self._ls_url else None
         self._headers = dict(headers or {})
         self._roots = settings.media_root_list  # realpath of each root, once per fetcher
+        self._policy = HostPolicy.parse(settings.media_hosts, self._ls_origin[1:] if self._ls_origin else None)
         self._http: httpx.Client | None = None
 
     @property
@@ -99,7 +101,11 @@ class MediaFetcher:
         # otherwise dominate a /predict whose media are all cached.
         if self._http is None:
             # Redirects are followed by hand so auth headers can be chosen per hop.
-            self._http = httpx.Client(timeout=self._settings.media_timeout_s, follow_redirects=False)
+            self._http = httpx.Client(
+                timeout=self._settings.media_timeout_s,
+                follow_redirects=False,
+                transport=GuardedTransport(self._policy),
+            )
         return self._http
 
     def close(self) -> None:
@@ -233,8 +239,11 @@ class MediaFetcher:
     def _fetch_url(self, url: str) -> bytes:
         timeout = self._settings.media_timeout_s
         deadline = time.monotonic() + timeout  # one budget for all hops and the whole body
+        from_label_studio = False
         try:
             for _ in range(MAX_REDIRECTS + 1):
+                self._check_host(url, from_label_studio)
+                from_label_studio = self._gets_key(url)  # its storage proxy may redirect to a cloud URL
                 body, url = self._get_once(url, deadline)
                 if body is not None:
                     return body
@@ -243,6 +252,15 @@ class MediaFetcher:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise MediaError(f"could not fetch {_describe(url)}: {type(exc).__name__}") from None
         raise MediaError(f"more than {MAX_REDIRECTS} redirects fetching {_describe(url)}")
+
+    def _check_host(self, url: str, from_label_studio: bool) -> None:
+        origin = _origin(url)
+        if origin is None:
+            raise MediaError(f"could not fetch {_describe(url)}: not a valid URL")
+        if not self._policy.allows(origin[1], origin[2], from_label_studio=from_label_studio):
+            raise MediaError(
+                f"{origin[1]} is not an allowed media host: add it to BROADEN_MEDIA_HOSTS ('*' allows any public host)"
+            )
 
     def _get_once(self, url: str, deadline: float) -> tuple[bytes | None, str]:
         """One request: the body, or None and the URL a redirect points at."""

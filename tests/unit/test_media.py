@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from PIL import Image
 
 from backend.config import Settings
 from backend.errors import MediaError
+from backend.model.allowlist import HostPolicy
 from backend.model.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
 
 TOKEN = "Token s3cr3t-test-token"
@@ -77,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(0.1)
-        elif head == "redirect":
+        elif "to" in query:  # /redirect?to=..., or Label Studio's storage proxy sending to a cloud URL
             self.send_response(302)
             self.send_header("Location", query["to"][0])
             self.end_headers()
@@ -305,9 +307,9 @@ def test_client_closed_on_exit(ls_server: _Server) -> None:
     assert client.is_closed
 
 
-def test_label_studio_headers_only_go_to_label_studio(
-    fetcher: MediaFetcher, ls_server: _Server, other_server: _Server
-) -> None:
+def test_label_studio_headers_only_go_to_label_studio(ls_server: _Server, other_server: _Server) -> None:
+    settings = make_settings(media_hosts="127.0.0.1")  # other_server is on loopback too
+    fetcher = MediaFetcher(settings, label_studio_url=ls_server.base, headers={"Authorization": TOKEN})
     ref = fetcher.resolve("/data/upload/12/abc.png")
     assert fetcher.fetch(ref) == b"ok:/data/upload/12/abc.png"
     assert ls_server.headers_for("/data/upload/12/abc.png")["authorization"] == TOKEN
@@ -386,9 +388,82 @@ def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with MediaFetcher(make_settings(media_timeout_s=2.0)) as f:
+    with MediaFetcher(make_settings(media_timeout_s=2.0, media_hosts="127.0.0.0/8")) as f:
         with pytest.raises(MediaError, match="could not fetch"):
             f.fetch(f.resolve(f"http://127.0.0.1:{port}/a.png"))
+
+
+# -- which hosts and addresses (backend.model.allowlist) ---------------------------------------------
+
+
+def test_only_label_studio_is_fetched_unless_allow_listed(
+    fetcher: MediaFetcher, ls_server: _Server, other_server: _Server
+) -> None:
+    seen = len(other_server.seen)
+    # Another service on Label Studio's host (Redis was reached this way) is another origin.
+    for url in (other_server.base + "/a.png", "http://localhost:" + ls_server.base.rsplit(":", 1)[1] + "/a.png"):
+        with pytest.raises(MediaError, match="not an allowed media host.*BROADEN_MEDIA_HOSTS"):
+            fetcher.fetch(fetcher.resolve(url))
+    # ...also as a redirect target from Label Studio itself.
+    hop = ls_server.base + "/redirect?to=" + quote(other_server.base + "/b.png", safe="")
+    with pytest.raises(MediaError, match="not an allowed media host"):
+        fetcher.fetch(fetcher.resolve(hop))
+    assert len(other_server.seen) == seen  # not one request reached it
+    assert fetcher.fetch(fetcher.resolve("/data/upload/1/a.png")) == b"ok:/data/upload/1/a.png"
+
+
+def test_private_addresses_are_refused_after_dns_and_on_every_hop(ls_server: _Server, other_server: _Server) -> None:
+    seen = len(other_server.seen)
+    port = other_server.base.rsplit(":", 1)[1]
+    with MediaFetcher(make_settings(media_hosts="*"), label_studio_url=ls_server.base) as f:
+        # "*" is any public host: a name that resolves to loopback is refused on connect.
+        for url in (f"http://localhost:{port}/a.png", other_server.base + "/a.png", f"http://[::1]:{port}/a.png"):
+            with pytest.raises(MediaError, match="private or local address"):
+                f.fetch(f.resolve(url))
+        # Label Studio's storage proxy may send us to a cloud host, but never to a private one.
+        hop = ls_server.base + "/tasks/3/resolve/?to=" + quote(other_server.base + "/c.png", safe="")
+        with pytest.raises(MediaError, match="private or local address"):
+            f.fetch(f.resolve(hop))
+    assert len(other_server.seen) == seen
+    # A host the admin names is fetched, whatever its address.
+    with MediaFetcher(make_settings(media_hosts="localhost"), label_studio_url=ls_server.base) as f:
+        assert f.fetch(f.resolve(f"http://localhost:{port}/d.png")) == b"ok:/d.png"
+        hop = f"http://localhost:{port}/redirect?to=" + quote(other_server.base + "/e.png", safe="")
+        with pytest.raises(MediaError, match="not an allowed media host"):  # 127.0.0.1 is not "localhost"
+            f.fetch(f.resolve(hop))
+
+
+@pytest.mark.parametrize(
+    ("spec", "host", "allowed"),
+    [
+        ("", "cdn.example.com", False),
+        ("cdn.example.com", "CDN.example.com.", True),
+        ("*.s3.amazonaws.com", "bucket.s3.amazonaws.com", True),
+        ("*.s3.amazonaws.com", "s3.amazonaws.com.evil.io", False),
+        ("10.0.0.0/8", "10.1.2.3", True),
+        ("10.0.0.0/8", "11.0.0.1", False),
+        ("*", "anything.example", True),
+    ],
+)
+def test_host_policy_names(spec: str, host: str, allowed: bool) -> None:
+    assert HostPolicy.parse(spec).allows(host, 443) is allowed
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [("8.8.8.8", True), ("127.0.0.1", False), ("10.0.0.1", False), ("169.254.169.254", False),
+     ("100.64.0.1", False), ("0.0.0.0", False), ("::1", False), ("::ffff:127.0.0.1", False),
+     ("fe80::1", False), ("fd00::1", False), ("224.0.0.1", False), ("2606:4700::1111", True)],
+)  # fmt: skip
+def test_host_policy_addresses(address: str, public: bool) -> None:
+    policy = HostPolicy.parse("*")
+    ip = ipaddress.ip_address(address)
+    if public:
+        policy.check_address("h.example", 80, ip)
+    else:
+        with pytest.raises(MediaError, match="private or local"):
+            policy.check_address("h.example", 80, ip)
+    HostPolicy.parse("0.0.0.0/0,::/0").check_address("h.example", 80, ip)  # networks named outright
 
 
 # -- images ------------------------------------------------------------------------------------------
