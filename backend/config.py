@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # A labelled task whose earlier prediction was this confident and wrong becomes a seed.
     misprediction_confidence: float = 0.8
     lock_ttl_s: int = 60  # a killed worker's project lock frees itself after this long
+    # Every this many seconds one worker asks for a full sync of each connected project, catching
+    # labels whose webhook was lost (0: never).
+    reconcile_s: float = 900.0
     priority_field: str = "broaden_priority"  # task data key the ranked tab sorts by
     ranked_tab: str = "broaden: most valuable first"
 

@@ -29,6 +29,10 @@ class MediaError(BroadenError):
     """One media item could not be fetched or decoded; fails that task only."""
 
 
+class OutOfTime(MediaError):
+    """The request's time budget ran out before this media item was fetched; it is left for later."""
+
+
 class LabelStudioUnavailable(BroadenError):
     """Label Studio did not answer, or refused our credentials."""
 

@@ -42,19 +42,29 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> None:
-    from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
     from backend.queue.producer import queue
     from backend.runtime import Runtime
     from workers import runtime
+    from workers.housekeeping import Housekeeper, Worker
 
-    # Load the encoders once, before any job: jobs then cost only their own work. A
-    # SimpleWorker runs jobs in this process, because forking after torch has started
-    # its thread pools can hang the child.
+    # Load the encoders once, before any job: jobs then cost only their own work. Jobs run in
+    # this process (a SimpleWorker), because forking after torch has started its thread pools
+    # can hang the child.
     with runtime.installed(Runtime.build(settings)) as rt:
-        w = SimpleWorker([queue(rt.redis)], connection=rt.redis, serializer=JSONSerializer, name=args.name)
-        w.work(with_scheduler=True, burst=args.burst, logging_level=settings.log_level.upper())
+        q = queue(rt.redis)
+        w = Worker([q], connection=rt.redis, serializer=JSONSerializer, name=args.name)
+        level = settings.log_level.upper()
+        if args.burst:  # runs what is queued (and due), then exits: no housekeeping
+            w.work(with_scheduler=True, burst=True, logging_level=level)
+            return
+        keeper = Housekeeper(rt.redis, q, settings.reconcile_s, w.name)
+        keeper.start()
+        try:
+            w.work(with_scheduler=False, logging_level=level)
+        finally:
+            keeper.stop()
 
 
 def _say(line: str) -> None:
@@ -115,7 +125,7 @@ def backfill(args: argparse.Namespace, settings: Settings) -> None:
 
     r = redis.Redis.from_url(settings.redis_url)
     ids = sorted(int(t["id"]) for t in LabelStudioClient(settings).tasks(args.project))
-    ProjectState(r, args.project).mark_connected()  # the operator says broaden serves it: its webhooks count
+    ProjectState(r, args.project).trust_by_operator()  # the operator says broaden serves it: its webhooks count
     chunks = [ids[start : start + args.chunk] for start in range(0, len(ids), args.chunk)]
     jobs = {producer.encode(r, args.project, chunk): len(chunk) for chunk in chunks}
     serializer = producer.queue(r).serializer

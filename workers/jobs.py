@@ -27,7 +27,7 @@ from backend.queue import producer, spec
 from backend.runtime import Runtime
 from backend.store import keys
 from backend.store.keys import Value
-from backend.store.state import ProjectMirror
+from backend.store.state import ProjectMirror, ProjectState
 from workers import runtime, stages
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,34 @@ def _project_lock(rt: Runtime, project_id: int) -> Iterator[None]:
             log.warning("project %s: lock had expired before release", project_id)
 
 
+VERIFIED_TTL_S = 600  # how long a seen connection is trusted before Label Studio is asked again
+
+
+def _serves(rt: Runtime, project_id: int) -> bool:
+    """Do the project's ML settings in Label Studio point at this backend? Listing them makes Label
+    Studio call /setup on each of the project's backends: if ours is among them, its setup count
+    moves while we ask. A /setup anyone could forge does not pass this; only Label Studio's does."""
+    state = ProjectState(rt.redis, project_id)
+    if state.verified():
+        return True
+    _progress("checking the project's ML settings in Label Studio")
+    before = state.setups()
+    rt.labelstudio.list_ml_backends(project_id)
+    if state.setups() > before:
+        state.set_verified(VERIFIED_TTL_S)
+        return True
+    state.disconnect()  # its webhooks are ignored until Label Studio sets it up with us again
+    return False
+
+
 def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
     """Bring the project's model, ranking and Label Studio queue up to date with its labels."""
     rt = runtime.current()
+    if not _serves(rt, project_id):
+        reason = "its ML settings in Label Studio do not point at this backend"
+        log.warning("project %s: %s; nothing done", project_id, reason)
+        _progress("refused: " + reason)
+        return {"project": project_id, "refused": reason}
     with _project_lock(rt, project_id):
         rt.redis.delete(keys.project(project_id, Value.SYNC_PENDING))  # events from here on enqueue one follow-up
         report = _sync(rt, project_id, full)

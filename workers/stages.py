@@ -16,6 +16,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,20 @@ def refresh(rt: Runtime, project: int, config: LabelConfig, mirror: ProjectMirro
     mirror.drop(Hash.LABELS, sorted(seen - set(labelled)))
     mirror.save(Hash.SEEDS, dict.fromkeys(mispredicted, "misprediction"), replace=ids is None)
     mirror.drop(Hash.SEEDS, sorted(seen - mispredicted))
+    # The priorities Label Studio really holds, not the ones broaden meant to write: after a crash
+    # mid-write the two differ, and the next write-back compares against what is there.
+    values = {int(t["id"]): _number(t["data"].get(rt.settings.priority_field)) for t in fetched}
+    shown = {t: v for t, v in values.items() if v is not None}
+    mirror.save(Hash.PRIORITY, shown, replace=ids is None)
+    mirror.drop(Hash.PRIORITY, sorted(seen - set(shown)))
     return len(fetched)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def train(rt: Runtime, project: int, config: LabelConfig, mirror: ProjectMirror, force: bool) -> str | None:

@@ -68,6 +68,16 @@ class LabelStudioClient:
             # from None: a chained SDK error would put its response headers in the stored traceback
             raise LabelStudioUnavailable(f"could not read project {project}: {_describe(e)}") from None
 
+    def list_ml_backends(self, project: int) -> int:
+        """How many ML backends the project has. Label Studio answers this by calling each one's
+        /health and /setup, which is how a backend learns that a project really points at it."""
+        try:
+            return len(self.sdk().ml.list(project=project))
+        except LabelStudioUnavailable:
+            raise
+        except Exception as e:  # the SDK raises its own error types per HTTP status
+            raise LabelStudioUnavailable(f"could not list project {project}'s ML backends: {_describe(e)}") from None
+
     def _http(self, method: str, path: str, **kwargs: Any) -> Any:
         """A plain API call for the endpoints the SDK does not wrap (Data Manager actions, views)."""
         self._check()

@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ import numpy as np
 import redis
 
 from backend.config import Settings
-from backend.errors import MediaError
+from backend.errors import MediaError, OutOfTime
 from backend.labelstudio.labelconfig import LabelConfig, ObjectTag
 from backend.model.encoders import Array, Encoders
 from backend.model.media import MediaFetcher, MediaRef, decode_audio, decode_image, decode_text
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # alone and a rebuild from Label Studio reproduces the same state, at some cost in throughput.
 ENCODE_BATCH = 1
 FETCH_THREADS = 8
+FETCH_BATCH = 2 * FETCH_THREADS  # media fetched, decoded and encoded before the next batch starts
 
 TaskFeatures = dict[str, Array]  # object tag name -> (tokens, dim)
 SPEECH_SUFFIX = ".speech"  # feature name of what an audio object's clip says
@@ -61,6 +63,7 @@ class Featurized:
 
     features: list[TaskFeatures | None]
     errors: dict[int, str] = field(default_factory=dict)  # position -> reason
+    deferred: set[int] = field(default_factory=set)  # positions left unencoded when time ran out
     encoded: int = 0  # media items that had to be encoded (cache misses)
 
 
@@ -110,15 +113,18 @@ class FeatureStore:
     ) -> None:
         self.r, self.settings, self.encoders, self.fetcher, self.memory = r, settings, encoders, fetcher, memory
 
-    def featurize(self, tasks: Sequence[dict[str, Any]], config: LabelConfig) -> Featurized:
-        """tasks: Label Studio tasks ({"id", "data"}). Never raises for one bad task."""
+    def featurize(self, tasks: Sequence[dict[str, Any]], config: LabelConfig, until: float | None = None) -> Featurized:
+        """tasks: Label Studio tasks ({"id", "data"}). Never raises for one bad task. Past `until`
+        (time.monotonic()), media not yet fetched are left and their tasks marked deferred; the
+        first batch of fetches always runs, so every call makes progress."""
         out = Featurized(features=[{} for _ in tasks])
         items = self._resolve(tasks, config, out)
         self._lookup_digests(items)
         missing = [it for it in items if it.digest is None]
-        self._fetch_and_encode(missing, out)
-        self._load(items, out)
-        for pos in out.errors:
+        self._fetch_and_encode(missing, out, until)
+        out.deferred -= set(out.errors)
+        self._load([it for it in items if it.pos not in out.deferred], out)
+        for pos in (*out.errors, *out.deferred):
             out.features[pos] = None
         return out
 
@@ -155,21 +161,34 @@ class FeatureStore:
         for it, digest in zip(items, self.r.mget([it.ref_key for it in items]), strict=True):
             it.digest = digest.decode() if digest else None
 
-    def _fetch_and_encode(self, items: list[_Item], out: Featurized) -> None:
-        if not items:
-            return
-        # One fetch and decode per media file, however many tasks or encoders read it.
-        unique = {self._media_key(it): it for it in items}
+    def _fetch_and_encode(self, items: list[_Item], out: Featurized, until: float | None) -> None:
+        # One fetch and decode per media file, however many tasks or encoders read it; a batch at
+        # a time, so memory holds one batch of decoded media, not the request's.
+        unique: dict[tuple[str, str], list[_Item]] = {}
+        for it in items:
+            unique.setdefault(self._media_key(it), []).append(it)
+        groups = list(unique.values())
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            done = dict(zip(unique, pool.map(self._fetch_decode, unique.values()), strict=True))
-        decoded = [done[self._media_key(it)] for it in items]
+            for start in range(0, len(groups), FETCH_BATCH):
+                batch = groups[start : start + FETCH_BATCH]
+                if start and until is not None and time.monotonic() >= until:
+                    out.deferred.update(it.pos for group in groups[start:] for it in group)
+                    return
+                deadline = [until if start else None] * len(batch)  # the first batch always runs
+                decoded = pool.map(self._fetch_decode, [g[0] for g in batch], deadline)
+                self._encode_batch(list(zip(batch, decoded, strict=True)), out)
+
+    def _encode_batch(self, batch: list[tuple[list[_Item], tuple[Any, str] | MediaError]], out: Featurized) -> None:
         by_modality: dict[str, list[tuple[_Item, Any, str]]] = {}
-        for it, result in zip(items, decoded, strict=True):
-            if isinstance(result, MediaError):
-                out.errors.setdefault(it.pos, f"{it.obj.name}: {result}")
-                log.warning("task at position %d: %s: %s", it.pos, it.obj.name, result)
-            else:
-                by_modality.setdefault(it.obj.modality, []).append((it, *result))
+        for group, result in batch:
+            for it in group:
+                if isinstance(result, OutOfTime):
+                    out.deferred.add(it.pos)
+                elif isinstance(result, MediaError):
+                    out.errors.setdefault(it.pos, f"{it.obj.name}: {result}")
+                    log.warning("task at position %d: %s: %s", it.pos, it.obj.name, result)
+                else:
+                    by_modality.setdefault(it.obj.modality, []).append((it, *result))
         pipe = self.r.pipeline(transaction=False)
         for modality, group in by_modality.items():
             self._encode_group(modality, group, pipe, out)
@@ -178,7 +197,7 @@ class FeatureStore:
     def _media_key(self, it: _Item) -> tuple[str, str]:
         return self.fetcher.cache_key(it.ref), MEDIA_OF.get(it.obj.modality, it.obj.modality)
 
-    def _fetch_decode(self, it: _Item) -> tuple[Any, str] | MediaError:
+    def _fetch_decode(self, it: _Item, until: float | None) -> tuple[Any, str] | MediaError:
         s = self.settings
         decoders: dict[str, Callable[[bytes], Any]] = {
             "image": lambda b: decode_image(b, s.image_max_pixels),
@@ -186,7 +205,7 @@ class FeatureStore:
             "text": lambda b: decode_text(b, s.text_max_chars),
         }
         try:
-            raw = self.fetcher.fetch(it.ref)
+            raw = self.fetcher.fetch(it.ref, until)
             return decoders[MEDIA_OF.get(it.obj.modality, it.obj.modality)](raw), hashlib.sha256(raw).hexdigest()
         except MediaError as e:
             return e

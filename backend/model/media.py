@@ -5,6 +5,7 @@ Every failure is a MediaError with a short reason; it fails that one task, never
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -13,6 +14,7 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -24,7 +26,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.config import Settings
-from backend.errors import MediaError
+from backend.errors import MediaError, OutOfTime
 from backend.model.allowlist import GuardedTransport, HostPolicy
 
 logger = logging.getLogger(__name__)
@@ -198,13 +200,17 @@ class MediaFetcher:
             return f"path:{ref.location}:{st.st_mtime_ns}:{st.st_size}"
         return f"{ref.source}:{ref.location}"
 
-    def fetch(self, ref: MediaRef) -> bytes:
+    def fetch(self, ref: MediaRef, until: float | None = None) -> bytes:
+        """The bytes; `until` (time.monotonic()) is the caller's own deadline, when sooner than
+        the fetch's timeout: a fetch cut short by it raises OutOfTime."""
         try:
             if ref.source == "inline":
                 return ref.location.encode("utf-8")
             if ref.source == "path":
                 return self._read_file(ref.location)
-            return self._fetch_url(ref.location)
+            return self._fetch_url(ref.location, until)
+        except OutOfTime:
+            raise
         except MediaError as exc:
             logger.warning("media fetch failed (%s): %s", ref.source, exc)
             raise
@@ -236,9 +242,13 @@ class MediaFetcher:
             raise MediaError(f"file is larger than the {cap}-byte limit: {path}")
         return data
 
-    def _fetch_url(self, url: str) -> bytes:
+    def _fetch_url(self, url: str, until: float | None = None) -> bytes:
         timeout = self._settings.media_timeout_s
         deadline = time.monotonic() + timeout  # one budget for all hops and the whole body
+        if until is not None and until < deadline:
+            deadline = until
+            if until <= time.monotonic():
+                raise OutOfTime(f"no time left to fetch {_describe(url)}")
         from_label_studio = False
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -248,6 +258,8 @@ class MediaFetcher:
                 if body is not None:
                     return body
         except httpx.TimeoutException:
+            if until is not None and deadline == until:
+                raise OutOfTime(f"the request's time ran out fetching {_describe(url)}") from None
             raise MediaError(f"timed out after {timeout:g}s fetching {_describe(url)}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise MediaError(f"could not fetch {_describe(url)}: {type(exc).__name__}") from None
@@ -304,6 +316,15 @@ class MediaFetcher:
         return bytes(body)
 
 
+# Decoded images are kept at most this large: every encoder resizes to a few hundred pixels, and
+# a full-size 8000x8000 RGBA photo would otherwise hold ~1 GB through its conversions.
+DECODED_SHORT_SIDE, DECODED_MAX_PIXELS = 1024, 4_000_000
+# One image above this many pixels is decoded at a time per process, so concurrent fetch threads
+# cannot multiply the worst case (a 64-megapixel RGBA decode needs 256 MB before it is shrunk).
+_LARGE_PIXELS = 16_000_000
+_large_decode = threading.Lock()
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise MediaError("image is empty")
@@ -315,7 +336,11 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.seek(0)  # animated images: the first frame
-        image.load()
+        large = image.width * image.height > _LARGE_PIXELS
+        with _large_decode if large else contextlib.nullcontext():
+            image.draft("RGB", _shrunk_size(image.size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            image.load()
+            image = _shrink(_to_8bit(image))
     except MediaError:
         raise
     except Image.DecompressionBombError:
@@ -334,9 +359,30 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise MediaError(f"cannot convert {image.mode} image to RGB ({type(exc).__name__})") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _shrunk_size(size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
+    factor = max(1.0, min(w, h) / DECODED_SHORT_SIDE, math.sqrt(w * h / DECODED_MAX_PIXELS))
+    return max(1, round(w / factor)), max(1, round(h / factor))
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Modes that resize badly or not at all become 8-bit ones first (palettes keep transparency)."""
     if image.mode.startswith("I") or image.mode == "F":
-        image = _high_depth_to_l(image)
+        return _high_depth_to_l(image)
+    if image.mode in ("P", "PA", "1"):
+        alpha = image.mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if alpha else "RGB")
+    return image
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    size = _shrunk_size(image.size)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
     bands = image.getbands()
     if "A" in bands or "a" in bands or "transparency" in image.info:
         rgba = image.convert("RGBA")

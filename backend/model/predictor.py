@@ -11,7 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ class Scored:
     embeddings: np.ndarray  # (len(rows), d): the latent space for neighbours
     predictions: list[Prediction]  # one per input task, empty result where encoding failed
     version: str
+    deferred: list[int] = field(default_factory=list)  # positions left unencoded when time ran out
 
 
 def forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -136,25 +137,33 @@ class Predictor:
     ) -> tuple[list[Prediction], list[int]]:
         """One prediction per task, in order; a task that cannot be encoded gets an empty result.
 
-        Encoding unseen media is the slow part. Once `budget_s` is spent (checked after each chunk
-        of PREDICT_CHUNK tasks, so at least one chunk is always answered), the remaining tasks get
+        Fetching and encoding unseen media is the slow part. Once `budget_s` is spent (fetches
+        are cut at it, and it is checked between batches of media), the tasks not yet encoded get
         an empty result and their ids are returned, to be pre-labelled by a worker instead:
-        Label Studio gives up on /predict after 100 s and would then store nothing at all.
+        Label Studio gives up on /predict after 100 s and would then store nothing at all. Each
+        chunk's first batch always runs, so a request makes progress and can overrun the budget
+        by one batch at most (BROADEN_MEDIA_TIMEOUT_S and its encoding).
         """
-        started = time.monotonic()
+        until = None if budget_s is None else time.monotonic() + budget_s
         out: list[Prediction] = []
+        deferred: list[dict[str, Any]] = []
         for start in range(0, len(tasks), PREDICT_CHUNK):
-            if start and budget_s is not None and time.monotonic() - started > budget_s:
-                rest = tasks[start:]
+            chunk = tasks[start : start + PREDICT_CHUNK]
+            if start and until is not None and time.monotonic() >= until:
                 version = self.model_version(project, config)
-                out += [empty(version) for _ in rest]
-                return out, [int(t["id"]) for t in rest if isinstance(t.get("id"), int)]
-            out += self.score(tasks[start : start + PREDICT_CHUNK], config, project).predictions
-        return out, []
+                out += [empty(version) for _ in tasks[start:]]
+                deferred += tasks[start:]
+                break
+            scored = self.score(chunk, config, project, until)
+            out += scored.predictions
+            deferred += [chunk[pos] for pos in scored.deferred]
+        return out, [int(t["id"]) for t in deferred if isinstance(t.get("id"), int)]
 
-    def score(self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None) -> Scored:
-        """Probabilities, embeddings and predictions of the tasks that could be encoded."""
-        feats = self.featurize(tasks, config)
+    def score(
+        self, tasks: list[dict[str, Any]], config: LabelConfig, project: int | None, until: float | None = None
+    ) -> Scored:
+        """Probabilities, embeddings and predictions of the tasks that could be encoded (by `until`)."""
+        feats = self.featurize(tasks, config, until)
         for pos, reason in feats.errors.items():
             log.warning("task %s: no prediction: %s", tasks[pos].get("id"), reason)
         ok = [i for i, f in enumerate(feats.features) if f is not None]
@@ -171,7 +180,7 @@ class Predictor:
         for row, i in enumerate(ok):
             per_task[i] = [p[row] for p in probs]
         predictions = [to_prediction(p, config, version) for p in per_task]
-        return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version)
+        return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version, sorted(feats.deferred))
 
     def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> FitResult:
         """Train on the annotated tasks given (Label Studio tasks with their annotations)."""
@@ -200,9 +209,10 @@ class Predictor:
 
     # -- internals
 
-    def featurize(self, tasks: list[dict[str, Any]], config: LabelConfig) -> Featurized:
+    def featurize(self, tasks: list[dict[str, Any]], config: LabelConfig, until: float | None = None) -> Featurized:
         with MediaFetcher(self.settings, headers=self.media_headers()) as fetcher:
-            return FeatureStore(self.r, self.settings, self.encoders, fetcher, self.memory).featurize(tasks, config)
+            store = FeatureStore(self.r, self.settings, self.encoders, fetcher, self.memory)
+            return store.featurize(tasks, config, until)
 
     def _trained(self, project: int | None, config: LabelConfig) -> tuple[str, VLMAE] | None:
         if project is None:

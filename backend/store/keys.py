@@ -48,7 +48,8 @@ class Value(StrEnum):
     SYNC_PENDING = "sync-pending"  # a sync job is queued (holds its id)
     PUSH_PENDING = "push-pending"  # a prediction push job is queued
     LOCK = "lock"  # one job at a time per project
-    CONNECTED = "connected"  # when Label Studio last set the project up with this backend (/setup)
+    CONNECTED = "connected"  # how many times Label Studio set the project up with this backend (/setup)
+    VERIFIED = "verified"  # Label Studio's ML settings were seen to point here ("operator": told so, no TTL)
 
 
 # What a changed label config invalidates (the model is dropped separately).

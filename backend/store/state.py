@@ -4,7 +4,6 @@ everything here can be rebuilt from Label Studio (config from the project, model
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import redis
@@ -24,12 +23,30 @@ class ProjectState:
     def set_label_config(self, xml: str) -> None:
         self.r.set(keys.project(self.project, Value.CONFIG), xml)
 
-    def mark_connected(self) -> None:
-        """Label Studio (or an operator) set this project up with broaden: its webhooks count."""
-        self.r.set(keys.project(self.project, Value.CONNECTED), int(time.time()))
+    def mark_connected(self) -> int:
+        """Label Studio called /setup for this project: its webhooks count (until a worker finds
+        that Label Studio's ML settings do not point here). Returns how many setups so far."""
+        return int(self.r.incr(keys.project(self.project, Value.CONNECTED)))
+
+    def setups(self) -> int:
+        return int(self.r.get(keys.project(self.project, Value.CONNECTED)) or 0)
 
     def connected(self) -> bool:
         return bool(self.r.exists(keys.project(self.project, Value.CONNECTED)))
+
+    def trust_by_operator(self) -> None:
+        """An operator with the API key says broaden serves this project (`broaden backfill`)."""
+        self.mark_connected()
+        self.r.set(keys.project(self.project, Value.VERIFIED), "operator")
+
+    def verified(self) -> bool:
+        return bool(self.r.exists(keys.project(self.project, Value.VERIFIED)))
+
+    def set_verified(self, ttl_s: int) -> None:
+        self.r.set(keys.project(self.project, Value.VERIFIED), "labelstudio", ex=ttl_s)
+
+    def disconnect(self) -> None:
+        self.r.delete(keys.project(self.project, Value.CONNECTED), keys.project(self.project, Value.VERIFIED))
 
     def model_blob(self) -> tuple[str, bytes] | None:
         """(version, weights) of the current model, read atomically."""

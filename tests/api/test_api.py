@@ -200,22 +200,65 @@ def test_versions(client):
 
 
 def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r, demo_dir):
-    settings = Settings(
-        **{**settings.model_dump(exclude={"basic_auth_pass", "label_studio_api_key"}), "predict_budget_s": 0.0}
-    )
+    settings = settings.model_copy(update={"predict_budget_s": 0.0})
     tasks = demo_tasks(demo_dir) * 20  # 320 tasks: several chunks
     tasks = [{**t, "id": i} for i, t in enumerate(tasks, start=1)]
     with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
         c.post("/setup", json={"project": 8, "schema": CONFIG})
         results = c.post("/predict", json={"tasks": tasks, "project": 8}).json()["results"]
     assert len(results) == len(tasks)
-    chunk = PREDICT_CHUNK  # budget 0: the first chunk is answered, the rest deferred
-    assert all(res["result"] for res in results[:chunk]) and not any(res["result"] for res in results[chunk:])
+    # Budget 0: the first batch of media is encoded (a request always makes progress), the rest deferred.
+    unanswered = [t["id"] for t, res in zip(tasks, results, strict=True) if not res["result"]]
+    assert results[0]["result"] and all(not res["result"] for res in results[PREDICT_CHUNK:])
     from backend.queue.producer import queue
     from backend.store.state import ProjectMirror
 
-    assert ProjectMirror(r, 8).hints()[0] == list(range(chunk + 1, len(tasks) + 1))
+    assert ProjectMirror(r, 8).hints()[0] == unanswered
     assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
+
+
+def test_predict_budget_holds_across_slow_fetches(settings, encoders, r, tmp_path):
+    """Fetches are cut at the budget, not only between chunks: 40 images that each take 2 s to
+    arrive, 8 fetched at a time, would take 10 s; with a 1 s budget the first batch is answered
+    and the other 24 tasks are left to a worker."""
+    import io
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, "PNG")
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(2)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(buf.getvalue())))
+            self.end_headers()
+            self.wfile.write(buf.getvalue())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    choices = '<Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices>'
+    config = f'<View><Image name="img" value="$image"/>{choices}</View>'
+    tasks = [{"id": i, "data": {"image": f"{base}/{i}.png"}} for i in range(1, 41)]
+    settings = settings.model_copy(update={"predict_budget_s": 1.0, "media_hosts": "127.0.0.1"})
+    try:
+        with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as c:
+            c.post("/setup", json={"project": 9, "schema": config})
+            assert len(c.post("/predict", json={"tasks": tasks, "project": 9}).json()["results"]) == 40
+    finally:
+        server.shutdown()
+    from backend.store.state import ProjectMirror
+
+    assert ProjectMirror(r, 9).hints()[0] == list(range(17, 41))  # all but the first batch of 16 media
 
 
 def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, encoders, r, demo_dir, tmp_path):

@@ -186,3 +186,22 @@ def test_payload_json_is_not_trusted(backend):
     )
     assert res.status_code == 200 and res.json()["status"] == "ignored"
     json.dumps(res.json())
+
+
+def test_a_forged_setup_opens_no_project(labelstudio, backend, demo_dir):
+    """/setup and /webhook answer anyone. A project whose ML settings in Label Studio do not point at
+    this backend gets nothing written, even after a forged /setup: the worker asks Label Studio first."""
+    api = labelstudio.api
+    project = api.create_project("broaden never connected", CONFIG)
+    task_ids, _ = import_demo(api, project, demo_dir)  # no backend connected: nothing is sent to broaden
+    assert httpx.post(backend.url + "/setup", json={"project": f"{project}.1", "schema": CONFIG}).status_code == 200
+    forged = {"action": "TASKS_CREATED", "project": {"id": project}, "tasks": [{"id": t} for t in task_ids]}
+    assert httpx.post(backend.url + "/webhook", json=forged).json()["status"] == "queued"
+
+    log = backend.run_worker()
+    assert f"project {project}: its ML settings in Label Studio do not point at this backend" in log
+    assert not any(t["predictions"] or FIELD in t["data"] for t in api.list_tasks(project))
+    views = api.http.get("/api/dm/views", params={"project": project}).json()
+    assert not any(v["data"].get("title") == TAB for v in views)
+    # Found out: its webhooks are ignored again until Label Studio itself sets it up with broaden.
+    assert httpx.post(backend.url + "/webhook", json=forged).json()["status"] == "ignored"

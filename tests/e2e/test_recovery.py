@@ -8,7 +8,7 @@ import time
 
 import redis
 from test_predictions import CONFIG, import_demo
-from test_queue import label, priorities
+from test_queue import FIELD, label, priorities
 
 from backend.queue import producer
 from backend.store.keys import Hash
@@ -51,4 +51,14 @@ def test_killed_worker_then_lost_redis_converge(labelstudio, backend, demo_dir, 
     r.flushdb()
     resync(backend, r, project)
     assert sorted(mirror.load(Hash.LABELS)) == sorted(labelled)
+    assert priorities(api, project) == after_kill
+
+    # Priorities that differ from broaden's record (a write-back cut short by a crash, or an edit
+    # in Label Studio) are put back by a full resync, which compares with what Label Studio holds.
+    tampered = [t for t in task_ids if t not in labelled][:3]
+    body = {"selectedItems": {"all": False, "included": tampered}, "value_name": FIELD, "value_type": "Number"}
+    params = {"id": "add_data_field", "project": project}
+    api.http.post("/api/dm/actions", params=params, json={**body, "value": "-7"}).raise_for_status()
+    assert all(priorities(api, project)[t] == -7 for t in tampered)
+    resync(backend, r, project)
     assert priorities(api, project) == after_kill

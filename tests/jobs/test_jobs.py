@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -17,6 +16,7 @@ from backend.store.keys import Value
 from backend.store.state import ProjectMirror
 from backend.web.schemas import WebhookRequest
 from workers import runtime
+from workers.housekeeping import Worker  # the worker `broaden worker` runs
 
 
 def event(r, action: str, project: int, **payload) -> str | None:
@@ -81,7 +81,7 @@ def dead_label_studio(r, encoders):
 def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r, dead_label_studio):
     job_id = producer.sync(r, 4)
     q = producer.queue(r)
-    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # waits 5 s, then 20, 60, 180
     assert job.retries_left == spec.RETRY.max - 1
@@ -89,7 +89,7 @@ def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r,
     job.retries_left = 0
     job.save()
     q.enqueue_job(job)
-    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     assert job_id in q.failed_job_registry.get_job_ids(cleanup=False)
     assert "LabelStudioUnavailable" in Job.fetch(job_id, connection=r, serializer=JSONSerializer).exc_info
 
@@ -102,7 +102,7 @@ def test_one_projects_lock_does_not_hold_up_another(r, dead_label_studio):
     producer.sync(r, 1)
     job_2 = producer.sync(r, 2)
     q = producer.queue(r)
-    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # project 2 first
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # project 2 first
     job = Job.fetch(job_2, connection=r, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED  # it ran at once, met the dead Label Studio, will retry
     assert [j.kwargs["project_id"] for j in q.get_jobs()] == [1]  # project 1's sync still waits its turn
@@ -114,13 +114,13 @@ def test_backfill_chunks_are_queued_once_retried_and_requeued_after_failing(r, d
     assert producer.encode(r, 3, [1, 2, 3]) == first  # a re-run finds it queued
     q = producer.queue(r)
     assert [j.id for j in q.get_jobs()] == [first]
-    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     job = Job.fetch(first, connection=r, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == spec.RETRY.max - 1  # Label Studio is down
     job.retries_left = 0
     job.save()
     q.enqueue_job(job)
-    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     assert first in q.failed_job_registry.get_job_ids(cleanup=False)
     producer.encode(r, 3, [1, 2, 3])  # the next backfill run tries the failed chunk again
     assert [j.id for j in q.get_jobs()] == [first]

@@ -9,6 +9,8 @@ import logging
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -547,6 +549,35 @@ def test_image_pixel_limit_small() -> None:
     with pytest.raises(MediaError, match="20x20"):
         decode_image(encode(Image.new("RGB", (20, 20)), "PNG"), 399)
     assert decode_image(encode(Image.new("RGB", (20, 20)), "PNG"), 400).size == (20, 20)
+
+
+def test_large_images_are_shrunk_at_decode() -> None:
+    photo = Image.new("RGB", (6000, 4000), (200, 30, 30))
+    jpeg = decode_image(encode(photo, "JPEG", quality=90), 10**8)
+    assert min(jpeg.size) <= 1024 and abs(jpeg.width / jpeg.height - 1.5) < 0.01
+    assert close(jpeg.getpixel((10, 10)), (200, 30, 30))
+    panorama = decode_image(encode(Image.new("RGBA", (9000, 900), (0, 0, 255, 0)), "PNG"), 10**8)
+    assert panorama.mode == "RGB" and panorama.width * panorama.height <= 4_000_000
+    assert panorama.getpixel((0, 0)) == (255, 255, 255)  # transparent: on white, after shrinking
+    assert decode_image(encode(photo.resize((300, 200)), "PNG"), 10**8).size == (300, 200)  # small: as is
+
+
+def test_decoding_huge_rgba_images_at_once_has_a_bounded_peak(tmp_path: Path) -> None:
+    """Four 8000x8000 RGBA PNGs (a few MB) decoded by four threads at once, in a fresh process: it
+    peaked at ~1.1 GB per image before, as each was decoded, copied and composited at full size."""
+    Image.new("RGBA", (8000, 8000), (10, 200, 10, 128)).save(tmp_path / "huge.png")
+    script = (
+        "import resource, sys; from concurrent.futures import ThreadPoolExecutor as T\n"
+        "from backend.model.media import decode_image\n"
+        "data = open(sys.argv[1], 'rb').read(); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "with T(4) as pool: sizes = list(pool.map(lambda _: decode_image(data, 64_000_000).size, range(4)))\n"
+        "print(sizes[0][0], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "huge.png")], capture_output=True,
+                          text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, check=True)  # fmt: skip
+    width, added_mb = map(int, done.stdout.split())
+    assert width == 1024 and added_mb < 1200, added_mb
 
 
 def test_image_truncated_or_garbage() -> None:
