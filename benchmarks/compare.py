@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
+# What runs written before a setting existed did (their files do not name it).
+BEFORE_THE_SETTING = {"lsb_seed_order": "likely"}
 
 
 def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
@@ -35,11 +37,14 @@ def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict
         result = json.loads(Path(path).read_text())
         targets.add(result["config"]["targets"][0])
         runs = sets[result["config"]["manifest"]]
-        settings = "".join(f" {key}={result['config'].get(key)}" for key in by)
         for run in result["runs"]:
             if (fusion and run["fusion"] != fusion) or (only and run["strategy"] not in only.split(",")):
                 continue
-            arm = run["strategy"] + settings
+            arm = run["strategy"] + "".join(
+                f" {key}={result['config'].get(key, BEFORE_THE_SETTING.get(key))}"
+                for key in by
+                if run["strategy"].startswith("lsb") or not key.startswith("lsb_")  # LSB's settings, LSB's arms
+            )
             if run["seed"] in runs[arm]:
                 raise SystemExit(f"{path}: seed {run['seed']} of {arm} twice (several fusions? --fusion)")
             runs[arm][run["seed"]] = run["rounds"]
@@ -71,6 +76,20 @@ def paired(pairs: list[tuple[Runs, str, str]], target: str, at: int | None) -> s
     return f"{d.mean():+.3f} ± {d.std():.3f} (ahead in {(d > 1e-9).sum()}, behind in {(d < -1e-9).sum()} of {len(d)})"
 
 
+def at_budgets(runs: Runs, target: str, budgets: list[int]) -> None:
+    """Per arm and budget (labels): mean ± std, median and worst seed of recall@80%P."""
+    print("| arm | labels | seeds | mean ± std | median | worst seed |")
+    print("|---|---|---|---|---|---|")
+    for n in budgets:
+        for strategy, by_seed in runs.items():
+            values = [
+                r["recall_at_80p"][target] or 0.0 for s in sorted(by_seed) for r in by_seed[s] if r["labelled"] == n
+            ]
+            if values:
+                print(f"| {strategy} | {n} | {len(values)} | {np.mean(values):.3f} ± {np.std(values):.3f} "
+                      f"| {np.median(values):.2f} | {min(values):.2f} |")  # fmt: skip
+
+
 def report(runs: Runs, target: str, base: str) -> None:
     for strategy, by_seed in runs.items():
         seeds = sorted(by_seed)
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base", default="lsb-pool", help="the strategy compared with every other")
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
     p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")
+    p.add_argument("--at", type=int, nargs="+", help="also a table at these label budgets, e.g. 100 200 300")
     p.add_argument("--quick", action="store_true", help="compare a tiny `broaden simulate` run made here (no files)")
     args = p.parse_args(argv)
     if args.quick and not args.runs:
@@ -125,6 +145,8 @@ def compare(runs: list[str], args: argparse.Namespace) -> None:
     for manifest, runs in sets.items():
         print(f"\n{manifest}")
         report(runs, target, args.base)
+        if args.at:
+            at_budgets(runs, target, args.at)
     if len(sets) > 1:
         print(f"\nall {len(sets)} data sets, paired by set and seed")
         others = sorted({o for runs in sets.values() for o in runs} - {args.base})
