@@ -37,3 +37,8 @@ class LabelStudioUnavailable(BroadenError):
     """Label Studio did not answer, or refused our credentials."""
 
     status_code = 502
+
+
+class LabelStudioRefused(LabelStudioUnavailable):
+    """Label Studio answered a request with a 4xx (other than 408 or 429): asking again later would
+    be refused again, so a job that meets it fails at once rather than retrying."""

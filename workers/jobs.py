@@ -10,18 +10,20 @@ process's runtime once and passes it down.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from redis.exceptions import LockError
 from rq import get_current_job
 
+from backend.errors import LabelStudioRefused
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.queue import producer, spec
 from backend.runtime import Runtime
@@ -31,8 +33,26 @@ from backend.store.state import ProjectMirror, ProjectState
 from workers import runtime, stages
 
 log = logging.getLogger(__name__)
+P, R = ParamSpec("P"), TypeVar("R")
 INLINE_PREDICTIONS = 500  # a sync pushes at most this many predictions itself (~2.5 s in Label Studio)
 PUSH_CHUNK = 500  # predictions per push job (~2.5 s of Label Studio's time, with the project locked)
+
+
+def _final_when_refused(job_function: Callable[P, R]) -> Callable[P, R]:
+    """Label Studio refusing a request (a 4xx) says the request is wrong, not that Label Studio is
+    away: the job fails at once, with the reason, instead of being refused four more times."""
+
+    @functools.wraps(job_function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return job_function(*args, **kwargs)
+        except LabelStudioRefused:
+            job = get_current_job()
+            if job is not None:
+                job.retries_left = 0
+            raise
+
+    return run
 
 
 def _progress(stage: str, **meta: Any) -> None:
@@ -96,6 +116,7 @@ def _serves(rt: Runtime, project_id: int) -> bool:
     return False
 
 
+@_final_when_refused
 def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
     """Bring the project's model, ranking and Label Studio queue up to date with its labels."""
     rt = runtime.current()
@@ -159,6 +180,7 @@ def _sync(rt: Runtime, project_id: int, full: bool) -> stages.Report:
     return report
 
 
+@_final_when_refused
 def push_prediction_chunk(project_id: int) -> dict[str, Any]:
     """Push one chunk of the project's waiting predictions, then queue the next chunk behind
     whatever else is queued (a sync for a fresh label never waits for a whole push)."""
@@ -182,6 +204,7 @@ def train_project(project_id: int) -> dict[str, Any]:
     return sync_project(project_id)
 
 
+@_final_when_refused
 def encode_tasks(project_id: int, task_ids: list[int]) -> dict[str, Any]:
     """Warm the encoder cache for these tasks (backfill spreads this over workers)."""
     rt = runtime.current()

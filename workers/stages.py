@@ -196,7 +196,10 @@ def send_outbox(rt: Runtime, project: int, mirror: ProjectMirror, limit: int) ->
     mirror.drop(Hash.OUTBOX, batch)
     left = len(outbox) - len(batch)
     version = mirror.get(Value.OUTBOX_VERSION)
-    if not left and version and mirror.get(Value.SHOWN_VERSION) != version:
+    # Switch only to a version Label Studio holds predictions of (it refuses any other): a model
+    # whose every task failed to encode has none.
+    has_predictions = version in set(mirror.load(Hash.PREDVER).values())
+    if not left and version and has_predictions and mirror.get(Value.SHOWN_VERSION) != version:
         rt.labelstudio.set_model_version(project, version)
         mirror.put(Value.SHOWN_VERSION, version)
     return left

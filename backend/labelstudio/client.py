@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from backend.config import Settings
-from backend.errors import LabelStudioUnavailable
+from backend.errors import LabelStudioRefused, LabelStudioUnavailable
 
 log = logging.getLogger(__name__)
 API_TIMEOUT_S = 30.0
@@ -66,7 +66,8 @@ class LabelStudioClient:
             raise
         except Exception as e:  # the SDK raises its own error types per HTTP status
             # from None: a chained SDK error would put its response headers in the stored traceback
-            raise LabelStudioUnavailable(f"could not read project {project}: {_describe(e)}") from None
+            error = _error_class(getattr(e, "status_code", None))
+            raise error(f"could not read project {project}: {_describe(e)}") from None
 
     def list_ml_backends(self, project: int) -> int:
         """How many ML backends the project has. Label Studio answers this by calling each one's
@@ -76,7 +77,8 @@ class LabelStudioClient:
         except LabelStudioUnavailable:
             raise
         except Exception as e:  # the SDK raises its own error types per HTTP status
-            raise LabelStudioUnavailable(f"could not list project {project}'s ML backends: {_describe(e)}") from None
+            error = _error_class(getattr(e, "status_code", None))
+            raise error(f"could not list project {project}'s ML backends: {_describe(e)}") from None
 
     def _http(self, method: str, path: str, **kwargs: Any) -> Any:
         """A plain API call for the endpoints the SDK does not wrap (Data Manager actions, views)."""
@@ -87,7 +89,8 @@ class LabelStudioClient:
         except httpx.HTTPError as e:
             raise LabelStudioUnavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
         if response.status_code >= 400:
-            raise LabelStudioUnavailable(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
+            error = _error_class(response.status_code)
+            raise error(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else None
 
     def tasks(self, project: int, ids: list[int] | None = None, page_size: int = 1000) -> list[dict[str, Any]]:
@@ -173,3 +176,10 @@ def _describe(e: Exception) -> str:
     if status is None:
         return f"{type(e).__name__}: {e}"
     return f"HTTP {status}: {str(body)[:300]}"
+
+
+def _error_class(status: int | None) -> type[LabelStudioUnavailable]:
+    """A 4xx is a refusal of this request (408 and 429 only ask us to come back later)."""
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return LabelStudioRefused
+    return LabelStudioUnavailable

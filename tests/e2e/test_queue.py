@@ -12,6 +12,7 @@ from test_predictions import CONFIG, LABELS, TARGETS, import_demo
 
 from backend.config import Settings
 from backend.labelstudio.labelconfig import parse_label_config
+from backend.queue import producer
 from backend.ranking.seeds import seed_tasks, target_labels
 from backend.store.keys import Hash
 from backend.store.state import ProjectMirror
@@ -205,3 +206,20 @@ def test_a_forged_setup_opens_no_project(labelstudio, backend, demo_dir):
     assert not any(v["data"].get("title") == TAB for v in views)
     # Found out: its webhooks are ignored again until Label Studio itself sets it up with broaden.
     assert httpx.post(backend.url + "/webhook", json=forged).json()["status"] == "ignored"
+
+
+def test_tasks_that_cannot_be_read_fail_alone_and_no_job_is_refused(labelstudio, backend, redis_url):
+    """Relative paths (the demo's tasks.json imported as it is) cannot be read: each task fails with
+    its reason, and no job asks Label Studio to show a model version it has no prediction of."""
+    api = labelstudio.api
+    project = api.create_project("broaden unreadable", CONFIG)
+    api.connect_ml_backend(project, backend.url, "broaden")
+    data = {"image": "images/item-0000.png", "audio": "audio/item-0000.wav", "caption": "Like-new bag."}
+    task_ids = api.import_tasks(project, [{"data": data} for _ in range(3)])
+    log = backend.run_worker()
+    assert "outside BROADEN_MEDIA_ROOTS" in log or "local file paths are disabled" in log
+    assert "HTTP 400" not in log
+    q = producer.queue(redis.Redis.from_url(redis_url))
+    ours = [j for r in (q.failed_job_registry, q.scheduled_job_registry) for j in r.get_job_ids(cleanup=False)]
+    assert not [j for j in ours if f"-p{project}-" in j]  # none failed, none waiting to retry
+    assert len(api.list_tasks(project)) == len(task_ids)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from rq.job import Job, JobStatus
@@ -92,6 +94,34 @@ def test_transient_failure_retries_with_backoff_then_lands_in_failed_registry(r,
     Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
     assert job_id in q.failed_job_registry.get_job_ids(cleanup=False)
     assert "LabelStudioUnavailable" in Job.fetch(job_id, connection=r, serializer=JSONSerializer).exc_info
+
+
+def test_a_refusal_from_label_studio_is_not_retried(r, encoders):
+    """A 4xx (here: every path is a 404, as for a deleted project) fails the job at once."""
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "Not found."}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = Settings(label_studio_url=f"http://127.0.0.1:{server.server_address[1]}", label_studio_api_key="k")
+    try:
+        with runtime.installed(Runtime.build(settings, r, encoders)):
+            job_id = producer.sync(r, 4)
+            q = producer.queue(r)
+            Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    finally:
+        server.shutdown()
+    job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED and job_id in q.failed_job_registry.get_job_ids(cleanup=False)
+    assert "LabelStudioRefused" in job.exc_info and "HTTP 404" in job.exc_info
 
 
 def test_one_projects_lock_does_not_hold_up_another(r, dead_label_studio):
