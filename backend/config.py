@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     lsb_k: int = 10  # lsb-pool: neighbours of every labelled task; twice that around each seed
     lsb_threshold: float | None = None  # LSB-LT: keep only seed neighbours at least this similar
     lsb_share: float = 0.5  # share of the leading queue slots given to seed neighbours
-    # lsb-pool: the seeds' neighbours likeliest to hold a hunted label first, or the most uncertain
-    # first (BENCHMARKS.md, "On the benchmark suite": "uncertain" is ahead on two sets, not yet on all).
-    lsb_seed_order: Literal["likely", "uncertain"] = "likely"
+    # lsb-pool: the seeds' neighbours most uncertain first, or likeliest to hold a hunted label
+    # first. "likely" labelled near-copies of the positives already found: behind "uncertain" on
+    # every set of the suite (BENCHMARKS.md, "On the benchmark suite").
+    lsb_seed_order: Literal["uncertain", "likely"] = "uncertain"
     # Labels to hunt, "control:Label,...". Empty: every label rarer than half a uniform share.
     targets: str = ""
     # A labelled task whose earlier prediction was this confident and wrong becomes a seed.

@@ -24,6 +24,7 @@ import numpy as np
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
 # What runs written before a setting existed did (their files do not name it).
 BEFORE_THE_SETTING = {"lsb_seed_order": "likely"}
+LSB_SETTINGS = {"lsb_seed_order", "k", "share", "threshold"}  # they tell only LSB's arms apart
 
 
 def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
@@ -43,7 +44,7 @@ def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict
             arm = run["strategy"] + "".join(
                 f" {key}={result['config'].get(key, BEFORE_THE_SETTING.get(key))}"
                 for key in by
-                if run["strategy"].startswith("lsb") or not key.startswith("lsb_")  # LSB's settings, LSB's arms
+                if run["strategy"].startswith("lsb") or key not in LSB_SETTINGS  # LSB's settings, LSB's arms
             )
             if run["seed"] in runs[arm]:
                 raise SystemExit(f"{path}: seed {run['seed']} of {arm} twice (several fusions? --fusion)")

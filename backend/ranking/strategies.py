@@ -211,16 +211,16 @@ class BroadenedPoolSampling(Strategy):
     """LSB as a broadened candidate pool: the k_pool nearest unlabelled neighbours of every labelled
     task (as the SEALS-style pool), widened by the k nearest of each seed (with a threshold: only
     those at least that similar, as LSB-LT). `share` of the leading slots go to the seeds'
-    neighbours, likeliest hunted label first (by uncertainty when nothing is hunted, or with
-    seed_order="uncertain"): the likely positives and the lookalikes the model takes for them.
-    The others go to the whole candidate pool by uncertainty; then the rest of the project by
+    neighbours, most uncertain first (or, with seed_order="likely" while a label is hunted, the
+    likeliest positives first, which in the fused space are near-copies of those found). The
+    others go to the whole candidate pool by uncertainty; then the rest of the project by
     uncertainty; near-duplicates pushed out of the head. The default (BENCHMARKS.md)."""
 
     k: int = 20
     k_pool: int = 10
     threshold: float | None = None
     share: float = 0.5
-    seed_order: str = "likely"  # likely | uncertain: how the seeds' neighbours are ordered
+    seed_order: str = "uncertain"  # uncertain | likely: how the seeds' neighbours are ordered
     name: str = "lsb-pool"
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
@@ -247,7 +247,7 @@ STRATEGIES = {
         k=k, threshold=threshold, share=share
     ),
     # BROADEN_LSB_K around every labelled task, twice that around each seed
-    "lsb-pool": lambda k=10, threshold=None, share=0.5, seed_order="likely", **kw: BroadenedPoolSampling(
+    "lsb-pool": lambda k=10, threshold=None, share=0.5, seed_order="uncertain", **kw: BroadenedPoolSampling(
         k=2 * k, k_pool=k, threshold=threshold, share=share, seed_order=seed_order
     ),
 }

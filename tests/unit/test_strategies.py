@@ -95,7 +95,7 @@ def test_broadened_pool_leads_with_seed_neighbours_then_labelled_neighbourhoods(
     assert sum(r < 25 for r in order[:10]) == 5 and sum(100 <= r < 125 for r in order[:10]) == 5
 
 
-def test_broadened_pool_takes_the_likeliest_positives_among_seed_neighbours_first():
+def test_broadened_pool_orders_the_seeds_neighbours_by_uncertainty_or_by_likelihood():
     rng = np.random.default_rng(7)
     pool = clustered_pool(rng, spread=0.6)
     policy = np.full((len(pool.labelled), 2), [0.5, 0.5], np.float32)  # everyone maximally uncertain
@@ -103,19 +103,19 @@ def test_broadened_pool_takes_the_likeliest_positives_among_seed_neighbours_firs
     policy[1:25, 0] = 1 - policy[1:25, 1]
     pool.probs, pool.multiple = [policy], [False]
     pool.labelled[0], pool.seeds = True, np.array([0])
-    strategy = BroadenedPoolSampling(k=10, k_pool=1, share=1.0)
     seeded = pool.neighbourhood(pool.seeds, 10)
+    least_decided = np.min(np.abs(policy[seeded, 1] - 0.5))  # ties among equals are broken at random
     pool.targets = [(0, 1)]
-    top = strategy.rank(pool, rng)[: len(seeded)]
+    # The default: the least decided of the seeds' neighbours first, even while a label is hunted.
+    top = BroadenedPoolSampling(k=10, k_pool=1, share=1.0).rank(pool, rng)[: len(seeded)]
+    assert set(top) == set(seeded) and abs(policy[top[0], 1] - 0.5) == least_decided
+    # seed_order="likely": the likeliest positives first (by uncertainty when nothing is hunted).
+    likely = BroadenedPoolSampling(k=10, k_pool=1, share=1.0, seed_order="likely")
+    top = likely.rank(pool, rng)[: len(seeded)]
     assert set(top) == set(seeded)
     assert policy[top, 1].tolist() == sorted(policy[seeded, 1], reverse=True)
-    least_decided = np.min(np.abs(policy[seeded, 1] - 0.5))  # ties among equals are broken at random
-    pool.targets = []  # nothing hunted: the seeds' neighbours by uncertainty, so the least decided first
-    first = strategy.rank(pool, rng)[0]
-    assert first in seeded and abs(policy[first, 1] - 0.5) == least_decided
-    # seed_order="uncertain": the least decided first even while a label is hunted
-    pool.targets = [(0, 1)]
-    first = BroadenedPoolSampling(k=10, k_pool=1, share=1.0, seed_order="uncertain").rank(pool, rng)[0]
+    pool.targets = []
+    first = likely.rank(pool, rng)[0]
     assert first in seeded and abs(policy[first, 1] - 0.5) == least_decided
 
 
@@ -123,9 +123,9 @@ def test_the_seed_order_setting_reaches_lsb_pool():
     from backend.config import Settings
     from backend.ranking.pool import make_strategy
 
-    assert make_strategy("lsb-pool", Settings()).seed_order == "likely"
-    assert make_strategy("lsb-pool", Settings(lsb_seed_order="uncertain")).seed_order == "uncertain"
-    assert make_strategy("seals", Settings(lsb_seed_order="uncertain")).name == "seals"  # others ignore it
+    assert make_strategy("lsb-pool", Settings()).seed_order == "uncertain"
+    assert make_strategy("lsb-pool", Settings(lsb_seed_order="likely")).seed_order == "likely"
+    assert make_strategy("seals", Settings(lsb_seed_order="likely")).name == "seals"  # others ignore it
 
 
 @pytest.mark.parametrize("name", ["margin", "entropy", "lsb+uncertainty", "lsb-pool"])
