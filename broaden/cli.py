@@ -10,8 +10,10 @@ import logging
 import os
 import sys
 from typing import get_args
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from backend.config import Settings, describe
 from backend.errors import BroadenError
@@ -75,6 +77,8 @@ def _say(line: str) -> None:
 def status(args: argparse.Namespace, settings: Settings) -> None:
     """Queue depths, the last failed jobs, and per project its model and last sync."""
     import json
+    import re
+    import textwrap
     import time
 
     import redis
@@ -97,12 +101,19 @@ def status(args: argparse.Namespace, settings: Settings) -> None:
     for job in q.job_class.fetch_many(failed.get_job_ids(cleanup=False)[-5:], connection=r, serializer=q.serializer):
         if job is not None:
             reason = (job.exc_info or "").strip().splitlines()[-1:] or ["?"]
-            _say(f"  failed {job.id}: {reason[0][:160]}")
+            _say(f"  failed {job.id}:")
+            for line in textwrap.wrap(reason[0], width=100):  # the whole reason, Label Studio's words included
+                _say(f"    {line}")
     rows = [("project", "model version", "trained on", "tasks ranked", "last sync")]
-    for project in sorted(keys.project_of(k) for k in r.scan_iter(keys.project_pattern(Value.LAST_SYNC))):
+    # Every project broaden has seen: synced, connected, or with nothing but failed jobs (ids name it).
+    seen = {
+        keys.project_of(k) for v in (Value.LAST_SYNC, Value.CONNECTED) for k in r.scan_iter(keys.project_pattern(v))
+    }
+    seen |= {int(m.group(1)) for i in failed.get_job_ids(cleanup=False) if (m := re.search(r"-p(\d+)-", i))}
+    for project in sorted(seen):
         last = json.loads(ProjectMirror(r, project).get(Value.LAST_SYNC) or "{}")
         info = ProjectState(r, project).model_info()
-        ago = f"{time.time() - last.get('finished_at', time.time()):.0f} s ago"
+        ago = f"{time.time() - last['finished_at']:.0f} s ago" if "finished_at" in last else "never"
         rows.append((str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
                      str(last.get("ranked", 0)), ago))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -226,6 +237,15 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args, settings)
     except BroadenError as e:  # bad input or an unreachable service: say what, without a traceback
         raise SystemExit(f"broaden {args.command}: {e}") from None
+    except RedisConnectionError as e:
+        raise SystemExit(f"broaden {args.command}: cannot reach Redis at {_without_password(settings.redis_url)} "
+                         f"({e}); start it, or set REDIS_URL") from None  # fmt: skip
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
 
 
 if __name__ == "__main__":

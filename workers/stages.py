@@ -24,7 +24,7 @@ from backend.labelstudio.annotations import labels_from_annotations, shown_befor
 from backend.labelstudio.labelconfig import LabelConfig, parse_label_config
 from backend.model.predictor import Scored
 from backend.ranking.pool import build_pool, make_strategy
-from backend.ranking.priorities import changed_groups, priorities
+from backend.ranking.priorities import LABELLED, changed_groups, priorities
 from backend.ranking.seeds import confidently_wrong, target_labels
 from backend.runtime import Runtime
 from backend.store.keys import Hash, Value
@@ -152,7 +152,10 @@ def write_priorities(
     reordered for annotators), then the tail levels (all exactly when `exact`: a full resync)."""
     s = rt.settings
     old = {t: float(v) for t, v in mirror.load(Hash.PRIORITY).items()}
-    head, tail = changed_groups(priorities(order), old, exact)
+    new = priorities(order) | dict.fromkeys(mirror.load(Hash.LABELS), LABELLED)
+    head, tail = changed_groups(new, old, exact)
+    if LABELLED in tail:  # a task labelled from the top of the queue leaves it with the new head
+        head[LABELLED] = tail.pop(LABELLED)
     for groups in (head, tail):
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             list(
@@ -162,7 +165,7 @@ def write_priorities(
         report.priorities_written += sum(len(ts) for ts in groups.values())
         if groups is head:
             report.reordered_at = time.time()
-    mirror.drop(Hash.PRIORITY, sorted(set(old) - set(order)))  # labelled or deleted since
+    mirror.drop(Hash.PRIORITY, sorted(set(old) - set(new)))  # deleted since
     rt.labelstudio.ensure_view(project, s.ranked_tab, s.priority_field)
 
 

@@ -142,7 +142,8 @@ class LabelStudioClient:
         self._http("PATCH", f"/api/projects/{project}", json={"model_version": version})
 
     def ensure_view(self, project: int, title: str, field: str) -> int:
-        """A Data Manager tab ordered by data[field] as a number, highest first; created once, kept in shape."""
+        """A Data Manager tab ordered by data[field] as a number, highest first; created once, kept
+        in shape, beside Label Studio's own "Default" tab."""
         column = f"tasks:data.{field}"
         data = {
             "title": title,
@@ -151,6 +152,8 @@ class LabelStudioClient:
             "hiddenColumns": {"explore": [], "labeling": []},
         }
         views = self._http("GET", "/api/dm/views", params={"project": project}) or []
+        if not views:  # Label Studio makes its "Default" tab only for a project with no tab yet
+            self._http("POST", "/api/dm/views", json={"project": project, "data": {"title": "Default"}})
         for view in views:
             if (view.get("data") or {}).get("title") == title:
                 current = view["data"]

@@ -12,6 +12,7 @@ from collections import defaultdict
 TOP_EXACT = 10
 TAIL_LEVELS = 20
 HEAD_FLOOR = 100.0  # head priorities are 101..110; the tail's levels lie in 0..100
+LABELLED = -1.0  # a labelled task's priority: below every task still to label, so it leaves the top
 
 
 def priorities(order: list[int]) -> dict[int, float]:

@@ -67,7 +67,10 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     assert all(isinstance(t["data"][FIELD], float | int) for t in tasks)
     assert all(t["data"]["caption"] for t in tasks)  # the user's own keys are kept
 
-    # The ranked tab serves tasks by priority, as numbers; "Label All Tasks" follows it.
+    # The ranked tab serves tasks by priority, as numbers; "Label All Tasks" follows it. It sits
+    # beside Label Studio's own "Default" tab, which comes first.
+    titles = [v["data"].get("title") for v in api.http.get("/api/dm/views", params={"project": project}).json()]
+    assert titles == ["Default", TAB]
     view, ordered = tab_order(api, project)
     values = [t["data"][FIELD] for t in ordered]
     assert values == sorted(values, reverse=True)
@@ -90,6 +93,9 @@ def test_labels_reorder_the_queue(labelstudio, backend, demo_dir, redis_url):
     unlabelled = [t for t in ordered if t["id"] not in annotations]
     values = [t["data"][FIELD] for t in unlabelled]
     assert values == sorted(values, reverse=True)
+    # Labelled tasks left the top: they sit below every task still to label.
+    assert {t["id"] for t in ordered[-len(annotations) :]} == set(annotations)
+    assert all(after[t] == -1 for t in annotations)
 
     # A duplicated webhook changes nothing.
     payload = {

@@ -154,3 +154,17 @@ def test_backfill_chunks_are_queued_once_retried_and_requeued_after_failing(r, d
     assert first in q.failed_job_registry.get_job_ids(cleanup=False)
     producer.encode(r, 3, [1, 2, 3])  # the next backfill run tries the failed chunk again
     assert [j.id for j in q.get_jobs()] == [first]
+
+
+def test_status_shows_whole_failure_reasons_and_projects_with_only_failures(r, redis_url, monkeypatch, capsys):
+    from broaden import cli
+
+    q = producer.queue(r)
+    reason = "Label Studio said: " + " ".join(f"word{i}" for i in range(60)) + " the end"
+    q.enqueue("builtins.exec", f"raise RuntimeError({reason!r})", job_id="sync-p7-deadbeef")
+    Worker([q], connection=r, serializer=JSONSerializer).work(burst=True)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cli.main(["status"])
+    out = capsys.readouterr().out
+    assert "1 failed" in out and "the end" in out and "word59" in out  # wrapped, not cut
+    assert any(line.split()[:1] == ["7"] and line.rstrip().endswith("never") for line in out.splitlines())

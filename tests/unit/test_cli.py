@@ -33,6 +33,13 @@ def test_backfill_with_label_studio_down_names_the_url(settings_from_env) -> Non
         cli.main(["backfill", "--project", "1"])
 
 
+def test_status_with_redis_down_says_so_in_one_line(settings_from_env) -> None:
+    settings_from_env.setenv("REDIS_URL", "redis://:s3cret@127.0.0.1:9/0")  # discard port: nothing listens
+    with pytest.raises(SystemExit, match=r"^broaden status: cannot reach Redis at redis://127\.0\.0\.1:9/0 ") as e:
+        cli.main(["status"])
+    assert "set REDIS_URL" in str(e.value) and "s3cret" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_bad_setting_names_the_variable(settings_from_env) -> None:
     settings_from_env.setenv("BROADEN_LSB_K", "ten")
     settings_from_env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
