@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk", type=int, default=200, help="tasks per encoding job (default 200)")
     p.set_defaults(func=backfill)
 
-    from backend.lab import demo
+    from backend.lab import demo, stack
+
+    p = sub.add_parser("demo", help="run Label Studio, Redis, the backend and a worker on the demo set (Ctrl-C stops)")
+    stack.add_arguments(p)
+    p.set_defaults(func=stack.run)
 
     p = sub.add_parser("demo-data", help="build the multimodal demo data set")
     demo.add_arguments(p)

@@ -18,11 +18,12 @@ import time
 
 import redis
 from rq import SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
+from backend import metrics
 from backend.queue import producer
 from backend.store import keys
 from backend.store.keys import Value
@@ -64,11 +65,17 @@ class Worker(SimpleWorker):
 
         beating = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
         beating.start()
+        started = time.perf_counter()
         try:
             self.perform_job(job, queue, execution)
         finally:
             stop.set()
             beating.join()
+        try:  # for /metrics: how long it took, and whether it failed (retried or not)
+            ok = job.get_status(refresh=True) == JobStatus.FINISHED
+            metrics.record_job(self.connection, metrics.job_kind(job.func_name), time.perf_counter() - started, ok)
+        except redis.RedisError as e:
+            log.warning("job %s: metrics not recorded: %s", job.id, e)
         self.set_state(WorkerStatus.IDLE)
 
 

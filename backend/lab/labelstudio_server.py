@@ -188,7 +188,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: ask Linux to SIGTERM it if the test runner dies,
     so a killed CI run does not leave Label Studio holding a port."""
     with contextlib.suppress(Exception):
@@ -197,7 +197,7 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _can_tie_to_parent() -> bool:
+def can_tie_to_parent() -> bool:
     # Linux delivers the death signal when the forking *thread* exits, so only tie the
     # server to the main thread, which lives as long as the test run.
     return sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
@@ -230,8 +230,10 @@ class LabelStudioServer:
         startup_timeout: float = 180.0,
         migrate_timeout: float = 600.0,
         use_db_template: bool = True,
+        port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.fixed_port = port  # None: a free one
         self.executable = Path(executable) if executable is not None else None
         self.username = username
         self.password = password
@@ -374,7 +376,7 @@ class LabelStudioServer:
 
     def _launch_until_ready(self, timeout: float, attempts: int = 3) -> None:
         for attempt in range(1, attempts + 1):
-            self.port = _free_port()
+            self.port = self.fixed_port or _free_port()
             self._spawn()
             try:
                 self._wait_ready(timeout)
@@ -382,7 +384,7 @@ class LabelStudioServer:
             except LabelStudioStartError:
                 port_taken = "already in use" in _tail(self.log_path, 20)
                 self.stop()
-                if not port_taken or attempt == attempts:
+                if not port_taken or attempt == attempts or self.fixed_port:
                     raise
                 logger.warning("port %s was taken before Label Studio bound it; retrying", self.port)
 
@@ -409,7 +411,7 @@ class LabelStudioServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group, so stop() reaches every child
-                preexec_fn=_die_with_parent if _can_tie_to_parent() else None,
+                preexec_fn=die_with_parent if can_tie_to_parent() else None,
             )
         _RUNNING.add(self)
 

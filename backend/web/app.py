@@ -19,9 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend import __version__
+from backend import __version__, metrics
 from backend.config import Settings
 from backend.errors import BroadenError
 from backend.queue import producer
@@ -70,10 +71,38 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         title="broaden", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
+    app.state.metrics, request_seconds = metrics.registry(lambda: app.state.runtime.redis)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 2**20))
+    app.add_middleware(RequestMetrics, histogram=request_seconds)  # outside BodyLimit: its 413s count too
     _add_error_handlers(app)
     _add_routes(app, settings)
     return app
+
+
+class RequestMetrics:
+    """Each request's latency, by method, route (its template, so ids do not multiply the series)
+    and status."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on this scope
+            self.histogram.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 
 
 class BodyLimit:
@@ -200,6 +229,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             return WebhookResponse(status="ignored", reason=NOT_CONNECTED.format(project=body.project))
         job_id = producer.event(rt.redis, body.action, body.project, body.task_ids())
         return WebhookResponse(status="queued" if job_id else "ignored", job_id=job_id)
+
+    @app.get("/metrics", dependencies=auth, include_in_schema=False)
+    def prometheus(request: Request) -> Response:
+        """Prometheus text format: request latencies, queue depths, jobs, projects (backend/metrics.py)."""
+        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/versions", dependencies=auth)
     def versions(rt: RuntimeDep, project: int | None = None) -> dict[str, Any]:

@@ -102,3 +102,38 @@ def test_a_killed_workers_job_is_found_and_retried_and_nothing_is_left_behind(r,
     assert job.id not in registry.get_job_ids(cleanup=False)
     job.refresh()
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == spec.RETRY.max - 1
+
+
+def test_metrics_report_requests_queue_jobs_and_projects(r, redis_url, encoders):
+    import json
+
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from backend.config import Settings
+    from backend.runtime import Runtime
+    from backend.store import keys
+    from backend.store.keys import Value
+    from backend.web.app import create_app
+
+    q = producer.queue(r)
+    q.enqueue("time.sleep", 0)
+    q.enqueue("builtins.int", "not a number")  # fails: no retry given
+    Worker([q], connection=r, serializer=q.serializer).work(burst=True)
+    q.enqueue("time.sleep", 0)  # waits in the queue
+    r.set(keys.project(3, Value.LAST_SYNC), json.dumps({"ranked": 42, "model_version": "v1", "finished_at": 1.0}))
+    settings = Settings(redis_url=redis_url)
+    with TestClient(create_app(settings, Runtime.build(settings, r, encoders))) as client:
+        for _ in range(3):
+            client.get("/health")
+        text = client.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    health = (("endpoint", "/health"), ("method", "GET"), ("status", "200"))
+    assert samples[("broaden_http_request_duration_seconds_count", health)] == 3
+    assert samples[("broaden_queue_jobs", (("state", "queued"),))] == 1
+    assert samples[("broaden_queue_jobs", (("state", "failed"),))] == 1
+    assert samples[("broaden_job_duration_seconds_count", (("kind", "sleep"),))] == 1
+    assert samples[("broaden_job_failures_total", (("kind", "int"),))] == 1
+    assert samples[("broaden_job_failures_total", (("kind", "sleep"),))] == 0
+    assert samples[("broaden_tasks_ranked", (("project", "3"),))] == 42
