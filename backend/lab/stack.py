@@ -41,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C, so everything started is stopped
+    # SIGTERM stops it like Ctrl-C, so everything it started is stopped; SIGINT is set too, since a
+    # process started in the background inherits it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         _run(args, settings)
     except KeyboardInterrupt:
