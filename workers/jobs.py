@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from backend.errors import LabelStudioRefused
+from backend.errors import LabelStudioRefused, LabelStudioUnavailable
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.queue import producer, spec
 from backend.runtime import Runtime
@@ -99,10 +99,11 @@ def _project_lock(rt: Runtime, project_id: int) -> Iterator[None]:
 VERIFIED_TTL_S = 600  # how long a seen connection is trusted before Label Studio is asked again
 
 
-def _serves(rt: Runtime, project_id: int) -> bool:
+def _serves(rt: Runtime, project_id: int, disconnect: bool = True) -> bool:
     """Do the project's ML settings in Label Studio point at this backend? Listing them makes Label
     Studio call /setup on each of the project's backends: if ours is among them, its setup count
-    moves while we ask. A /setup anyone could forge does not pass this; only Label Studio's does."""
+    moves while we ask. A /setup anyone could forge does not pass this; only Label Studio's does.
+    If not, the project is disconnected (its webhooks ignored) unless `disconnect` is false."""
     state = ProjectState(rt.redis, project_id)
     if state.verified():
         return True
@@ -112,7 +113,8 @@ def _serves(rt: Runtime, project_id: int) -> bool:
     if state.setups() > before:
         state.set_verified(VERIFIED_TTL_S)
         return True
-    state.disconnect()  # its webhooks are ignored until Label Studio sets it up with us again
+    if disconnect:
+        state.disconnect()  # its webhooks are ignored until Label Studio sets it up with us again
     return False
 
 
@@ -202,6 +204,26 @@ def train_project(project_id: int) -> dict[str, Any]:
     """Retrain now, even if the labels did not change (the Model page's Start Training)."""
     ProjectMirror(runtime.current().redis, project_id).add_hints([], retrain=True)
     return sync_project(project_id)
+
+
+@_final_when_refused
+def project_connected(project_id: int) -> dict[str, Any]:
+    """Label Studio set a project up with broaden for the first time: rank and pre-label the tasks
+    it already has, without waiting for a label. A big project's encoding is spread over the
+    workers first (as `broaden backfill` does), then one full sync ranks it."""
+    rt = runtime.current()
+    try:
+        # Label Studio calls /setup while it creates the connection, before it lists it: not listed
+        # yet is a reason to try again in a few seconds (the job's retries), not to disconnect.
+        if not _serves(rt, project_id, disconnect=False):
+            raise LabelStudioUnavailable(f"project {project_id} does not list this backend in Label Studio (yet)")
+        ids = sorted(int(t["id"]) for t in rt.labelstudio.tasks(project_id))
+        chunks = [ids[i : i + spec.ENCODE_CHUNK] for i in range(0, len(ids), spec.ENCODE_CHUNK)]
+        encoding = [producer.encode(rt.redis, project_id, chunk) for chunk in chunks] if len(chunks) > 1 else []
+        sync = producer.sync_after(rt.redis, project_id, encoding)
+    finally:
+        rt.redis.srem(keys.CONNECTING, project_id)
+    return {"project": project_id, "tasks": len(ids), "encoding_jobs": len(encoding), "sync": sync}
 
 
 @_final_when_refused

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job
 from rq.serializers import JSONSerializer
 
 from backend.queue import spec
@@ -67,6 +67,24 @@ def sync(r: redis.Redis, project: int) -> str:
     return enqueue(r, spec.Job.SYNC, job_id, at_front=True, project_id=project)
 
 
+def connected(r: redis.Redis, project: int) -> str | None:
+    """A project's first setup: rank and pre-label the tasks it already has, without waiting for a
+    label. At most MAX_CONNECTING such jobs wait at once; None when over it (or already queued)."""
+    if r.scard(keys.CONNECTING) >= keys.MAX_CONNECTING or not r.sadd(keys.CONNECTING, project):
+        return None
+    r.expire(keys.CONNECTING, keys.PENDING_TTL_S)
+    return enqueue(r, spec.Job.CONNECTED, spec.connected_id(project), project_id=project)
+
+
+def sync_after(r: redis.Redis, project: int, jobs: list[str]) -> str:
+    """A full sync once these jobs have ended, however they ended (encoding chunks, say)."""
+    ProjectMirror(r, project).add_hints([], full=True)
+    if not jobs:
+        return sync(r, project)
+    after = Dependency(jobs=jobs, allow_failure=True)
+    return enqueue(r, spec.Job.SYNC, spec.sync_id(project), depends_on=after, project_id=project)
+
+
 def resync(r: redis.Redis, project: int) -> str:
     """Re-read every task and label of the project and rewrite whatever differs."""
     return enqueue(r, spec.Job.RESYNC, spec.resync_id(project), project_id=project)
@@ -100,6 +118,7 @@ def enqueue(
     at_front: bool = False,
     unique: bool = False,
     result_ttl: int = spec.RESULT_TTL_S,
+    depends_on: Dependency | None = None,
     **kwargs: Any,
 ) -> str:
     """Every job goes through here: the same timeout, retries and TTLs for all of them."""
@@ -113,6 +132,7 @@ def enqueue(
         retry=spec.RETRY,
         at_front=at_front,
         unique=unique,
+        depends_on=depends_on,
     )
     log.info("queued %s", job_id)
     return job_id

@@ -31,10 +31,18 @@ class Job(StrEnum):
     TRAIN = "workers.jobs.train_project"
     PUSH = "workers.jobs.push_prediction_chunk"
     ENCODE = "workers.jobs.encode_tasks"
+    CONNECTED = "workers.jobs.project_connected"
+
+
+ENCODE_CHUNK = 200  # tasks per encoding job when a project's existing tasks are spread over the workers
 
 
 def sync_id(project: int) -> str:
     return f"sync-p{project}-{uuid.uuid4().hex[:12]}"
+
+
+def connected_id(project: int) -> str:
+    return f"connected-p{project}-{time.time_ns()}"
 
 
 def resync_id(project: int) -> str:

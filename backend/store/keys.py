@@ -13,6 +13,10 @@ PREFIX = "broaden"
 FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be recomputed
 PENDING_TTL_S = 900  # a crash between a pending flag and its enqueue blocks a project at most this long
 # Webhook hints wait for a sync, which normally runs within seconds; unhandled ones age out.
+# Projects whose first setup queued the ranking of their existing tasks (a set, capped: past the
+# cap, reconciliation ranks them instead, so forged setups cannot queue work without bound).
+CONNECTING = f"{PREFIX}:connecting"
+MAX_CONNECTING = 50
 HINT_TTL_S = 24 * 3600
 # More task ids than this waiting to be re-read: the next sync re-reads the whole project instead
 # (fewer Label Studio calls than reading that many by id, and a payload cannot grow the set further).

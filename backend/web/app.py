@@ -195,7 +195,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.post("/setup", dependencies=auth)
     def setup(body: SetupRequest, rt: RuntimeDep) -> SetupResponse:
         version = rt.predictor.setup(body.project, body.label_config)
-        ProjectState(rt.redis, body.project).mark_connected()
+        if ProjectState(rt.redis, body.project).mark_connected() == 1:
+            producer.connected(rt.redis, body.project)  # its existing tasks are ranked now, not at the first label
         return SetupResponse(model_version=version)
 
     @app.post("/predict", dependencies=auth)

@@ -163,8 +163,11 @@ def test_webhooks_count_only_for_projects_set_up_with_this_backend(client, r):
     assert res["status"] == "ignored" and res["job_id"] is None and "never set up" in res["reason"]
     assert queue(r).count == 0 and not r.exists(keys.project(2, keys.Value.DIRTY))  # no job, no hint stored
     assert client.post("/setup", json={"project": "2.1700000000", "schema": CONFIG}).status_code == 200
+    # The first setup queues the ranking of the tasks the project already has; later ones do not.
+    assert [job.func_name for job in queue(r).get_jobs()] == ["workers.jobs.project_connected"]
+    assert client.post("/setup", json={"project": "2.1700000001", "schema": CONFIG}).status_code == 200
     assert client.post("/webhook", json=forged).json()["status"] == "queued"
-    assert queue(r).count == 1
+    assert queue(r).count == 2
 
 
 def test_basic_auth(settings, encoders, r):
@@ -214,7 +217,8 @@ def test_predict_defers_what_does_not_fit_its_time_budget(settings, encoders, r,
     from backend.store.state import ProjectMirror
 
     assert ProjectMirror(r, 8).hints()[0] == unanswered
-    assert [j.kwargs["project_id"] for j in queue(r).get_jobs()] == [8]
+    jobs = {j.func_name.rsplit(".", 1)[1]: j.kwargs["project_id"] for j in queue(r).get_jobs()}
+    assert jobs == {"project_connected": 8, "sync_project": 8}  # the first setup's, and the deferred tasks
 
 
 def test_predict_budget_holds_across_slow_fetches(settings, encoders, r, tmp_path):

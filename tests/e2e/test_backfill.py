@@ -39,3 +39,16 @@ def test_backfill_existing_tasks(labelstudio, backend, demo_dir):
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
     assert len(tasks) == len(task_ids)
+
+
+def test_connecting_ranks_the_tasks_already_there(labelstudio, backend, demo_dir):
+    """Tasks imported before the backend was connected are pre-labelled and ranked as soon as it
+    is connected, without waiting for a label (or for `broaden backfill`)."""
+    api = labelstudio.api
+    project = api.create_project("broaden connect ranks", CONFIG)
+    task_ids, _ = import_demo(api, project, demo_dir)
+    api.connect_ml_backend(project, backend.url, "broaden")  # Label Studio calls /setup: the first one
+    log = backend.run_worker()
+    assert "project_connected" in log
+    tasks = api.list_tasks(project)
+    assert len(tasks) == len(task_ids) and all(t["predictions"] and FIELD in t["data"] for t in tasks)

@@ -168,3 +168,16 @@ def test_status_shows_whole_failure_reasons_and_projects_with_only_failures(r, r
     out = capsys.readouterr().out
     assert "1 failed" in out and "the end" in out and "word59" in out  # wrapped, not cut
     assert any(line.split()[:1] == ["7"] and line.rstrip().endswith("never") for line in out.splitlines())
+
+
+def test_first_setups_queue_a_capped_number_of_connection_jobs_and_a_sync_waits_for_encoding(r):
+    for project in range(1, keys.MAX_CONNECTING + 6):
+        producer.connected(r, project)
+    assert producer.connected(r, 1) is None  # one per project
+    q = producer.queue(r)
+    assert len(q.get_job_ids()) == keys.MAX_CONNECTING  # the rest: reconciliation ranks them later
+    # A big project's sync waits for its encoding chunks, whether they succeed or fail.
+    chunks = [q.enqueue("time.sleep", 0).id, q.enqueue("builtins.int", "x").id]
+    sync_id = producer.sync_after(r, 99, chunks)
+    assert Job.fetch(sync_id, connection=r, serializer=JSONSerializer).get_status() == JobStatus.DEFERRED
+    assert ProjectMirror(r, 99).hints()[1]  # a full re-read
