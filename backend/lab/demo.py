@@ -426,9 +426,9 @@ def run(args: argparse.Namespace) -> int:
     n_test = sum(r["split"] == "test" for r in records)
     log.info("Wrote %d listings (%d violations, %d test) to %s", len(records), violations, n_test, manifest.parent)
     log.info(
-        "Import %s into a project set up with %s",
-        manifest.parent / "tasks.json",
-        manifest.parent / "label_config.xml",
+        "Try it with active learning offline: broaden simulate %s --out runs/demo; "
+        "or in a real Label Studio, with its media uploaded for you: ./dev demo",
+        manifest,
     )
     return 0
 

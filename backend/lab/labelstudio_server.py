@@ -168,6 +168,8 @@ def ensure_labelstudio_venv(cache_dir: Path | None = None) -> Path:
     with _file_lock(root / f"labelstudio-{LABEL_STUDIO_VERSION}.lock"):
         # Another process may have finished the install while we waited for the lock.
         if not _install_complete(venv):
+            # Said on stderr, not only logged: the first test run is otherwise silent for a minute.
+            sys.stderr.write(f"installing Label Studio {LABEL_STUDIO_VERSION} into {venv} (once; about a minute)\n")
             _install(venv, root / f"labelstudio-{LABEL_STUDIO_VERSION}-install.log")
     return _venv_executable(venv)
 

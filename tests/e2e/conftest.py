@@ -31,13 +31,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def labelstudio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+def labelstudio(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabelStudioServer]:
     """A running Label Studio (installed on first use); `.url`, `.token`, `.api` for the helpers.
 
     A failed install or start-up is an error with the reason, never a skip: these tests are
     the only check of the real protocol.
     """
-    executable = ensure_labelstudio_venv()
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # the first install says so, rather than a silent minute
+        executable = ensure_labelstudio_venv()
     server = LabelStudioServer(tmp_path_factory.mktemp("labelstudio"), executable=executable)
     with server:
         yield server
