@@ -23,11 +23,11 @@ from backend.store.keys import Value
 from backend.store.state import ProjectState
 
 JOB_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
-JOB_METRICS = f"{keys.PREFIX}:metrics:jobs"  # a hash: "<kind>:count", "<kind>:sum", "<kind>:le:<b>", "<kind>:failed"
+JOB_METRICS = keys.JOB_METRICS
 
 
 def job_kind(func_name: str) -> str:
-    """ "workers.jobs.sync_project" -> "sync_project"."""
+    """A job's function name without its module: sync_project, encode_tasks, ..."""
     return func_name.rsplit(".", 1)[-1]
 
 

@@ -32,7 +32,7 @@ from backend.store.state import ProjectMirror
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15  # a running job's heartbeat; its registry entry lapses HEARTBEAT_S + 60 s after the last
 STALE_CHECK_S = 30  # how often abandoned jobs are looked for
-RECONCILE_LOCK = f"{keys.PREFIX}:reconcile"
+RECONCILE_LOCK = keys.RECONCILE_LOCK
 
 
 class Worker(SimpleWorker):

@@ -13,6 +13,8 @@ PREFIX = "broaden"
 FEATURE_TTL_S = 90 * 24 * 3600  # unused features age out; anything here can be recomputed
 PENDING_TTL_S = 900  # a crash between a pending flag and its enqueue blocks a project at most this long
 # Webhook hints wait for a sync, which normally runs within seconds; unhandled ones age out.
+RECONCILE_LOCK = f"{PREFIX}:reconcile"  # held by the worker that reconciles this period
+JOB_METRICS = f"{PREFIX}:metrics:jobs"  # a hash: "<kind>:count", "<kind>:sum", "<kind>:le:<bound>", "<kind>:failed"
 # Projects whose first setup queued the ranking of their existing tasks (a set, capped: past the
 # cap, reconciliation ranks them instead, so forged setups cannot queue work without bound).
 CONNECTING = f"{PREFIX}:connecting"

@@ -155,6 +155,7 @@ def test_webhook_validates_coalesces_and_needs_no_auth(settings, encoders, r):
 def test_webhooks_count_only_for_projects_set_up_with_this_backend(client, r):
     """Anyone can post a webhook; only Label Studio's /setup (behind basic auth when it is on)
     makes a project's webhooks count. A forged one for another project starts nothing."""
+    from backend.queue import spec
     from backend.queue.producer import queue
     from backend.store import keys
 
@@ -164,7 +165,7 @@ def test_webhooks_count_only_for_projects_set_up_with_this_backend(client, r):
     assert queue(r).count == 0 and not r.exists(keys.project(2, keys.Value.DIRTY))  # no job, no hint stored
     assert client.post("/setup", json={"project": "2.1700000000", "schema": CONFIG}).status_code == 200
     # The first setup queues the ranking of the tasks the project already has; later ones do not.
-    assert [job.func_name for job in queue(r).get_jobs()] == ["workers.jobs.project_connected"]
+    assert [job.func_name for job in queue(r).get_jobs()] == [spec.Job.CONNECTED.value]
     assert client.post("/setup", json={"project": "2.1700000001", "schema": CONFIG}).status_code == 200
     assert client.post("/webhook", json=forged).json()["status"] == "queued"
     assert queue(r).count == 2
