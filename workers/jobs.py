@@ -99,23 +99,21 @@ def _project_lock(rt: Runtime, project_id: int) -> Iterator[None]:
 VERIFIED_TTL_S = 600  # how long a seen connection is trusted before Label Studio is asked again
 
 
-def _serves(rt: Runtime, project_id: int, disconnect: bool = True) -> bool:
+def _serves(rt: Runtime, project_id: int, final: bool = True) -> bool:
     """Do the project's ML settings in Label Studio point at this backend? Listing them makes Label
     Studio call /setup on each of the project's backends: if ours is among them, its setup count
     moves while we ask. A /setup anyone could forge does not pass this; only Label Studio's does.
-    If not, the project is disconnected (its webhooks ignored) unless `disconnect` is false."""
+    The answer is kept for VERIFIED_TTL_S (a "no" only when `final`)."""
     state = ProjectState(rt.redis, project_id)
-    if state.verified():
-        return True
+    if state.verified() or state.refused():
+        return state.verified()
     _progress("checking the project's ML settings in Label Studio")
     before = state.setups()
     rt.labelstudio.list_ml_backends(project_id)
-    if state.setups() > before:
-        state.set_verified(VERIFIED_TTL_S)
-        return True
-    if disconnect:
-        state.disconnect()  # its webhooks are ignored until Label Studio sets it up with us again
-    return False
+    served = state.setups() > before
+    if served or final:
+        state.set_verdict(served, VERIFIED_TTL_S)
+    return served
 
 
 @_final_when_refused
@@ -123,6 +121,7 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
     """Bring the project's model, ranking and Label Studio queue up to date with its labels."""
     rt = runtime.current()
     if not _serves(rt, project_id):
+        rt.redis.delete(keys.project(project_id, Value.SYNC_PENDING))
         reason = "its ML settings in Label Studio do not point at this backend"
         log.warning("project %s: %s; nothing done", project_id, reason)
         _progress("refused: " + reason)
@@ -214,8 +213,8 @@ def project_connected(project_id: int) -> dict[str, Any]:
     rt = runtime.current()
     try:
         # Label Studio calls /setup while it creates the connection, before it lists it: not listed
-        # yet is a reason to try again in a few seconds (the job's retries), not to disconnect.
-        if not _serves(rt, project_id, disconnect=False):
+        # yet is a reason to try again in a few seconds (the job's retries), not to refuse it.
+        if not _serves(rt, project_id, final=False):
             raise LabelStudioUnavailable(f"project {project_id} does not list this backend in Label Studio (yet)")
         ids = sorted(int(t["id"]) for t in rt.labelstudio.tasks(project_id))
         chunks = [ids[i : i + spec.ENCODE_CHUNK] for i in range(0, len(ids), spec.ENCODE_CHUNK)]

@@ -32,21 +32,29 @@ class ProjectState:
         return int(self.r.get(keys.project(self.project, Value.CONNECTED)) or 0)
 
     def connected(self) -> bool:
-        return bool(self.r.exists(keys.project(self.project, Value.CONNECTED)))
+        """Set up by Label Studio, and not found out since: its webhooks count."""
+        return bool(self.r.exists(keys.project(self.project, Value.CONNECTED))) and not self.refused()
 
     def trust_by_operator(self) -> None:
         """An operator with the API key says broaden serves this project (`broaden backfill`)."""
         self.mark_connected()
         self.r.set(keys.project(self.project, Value.VERIFIED), "operator")
 
+    def _verdict(self) -> str | None:
+        raw = self.r.get(keys.project(self.project, Value.VERIFIED))
+        return raw.decode() if raw else None
+
     def verified(self) -> bool:
-        return bool(self.r.exists(keys.project(self.project, Value.VERIFIED)))
+        return self._verdict() in ("labelstudio", "operator")
 
-    def set_verified(self, ttl_s: int) -> None:
-        self.r.set(keys.project(self.project, Value.VERIFIED), "labelstudio", ex=ttl_s)
+    def refused(self) -> bool:
+        return self._verdict() == "refused"
 
-    def disconnect(self) -> None:
-        self.r.delete(keys.project(self.project, Value.CONNECTED), keys.project(self.project, Value.VERIFIED))
+    def set_verdict(self, served: bool, ttl_s: int) -> None:
+        """What Label Studio's ML settings said, trusted for `ttl_s`: a project found not to point
+        here is refused (webhooks ignored, no LS call) until then, and then asked again, so a
+        check that failed for a passing reason (our /health slow to answer) heals by itself."""
+        self.r.set(keys.project(self.project, Value.VERIFIED), "labelstudio" if served else "refused", ex=ttl_s)
 
     def model_blob(self) -> tuple[str, bytes] | None:
         """(version, weights) of the current model, read atomically."""

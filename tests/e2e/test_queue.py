@@ -210,7 +210,7 @@ def test_a_forged_setup_opens_no_project(labelstudio, backend, demo_dir):
     assert not any(t["predictions"] or FIELD in t["data"] for t in api.list_tasks(project))
     views = api.http.get("/api/dm/views", params={"project": project}).json()
     assert not any(v["data"].get("title") == TAB for v in views)
-    # Found out: its webhooks are ignored again until Label Studio itself sets it up with broaden.
+    # Found out: its webhooks are ignored (for 10 minutes, then Label Studio is asked again).
     assert httpx.post(backend.url + "/webhook", json=forged).json()["status"] == "ignored"
 
 
