@@ -109,7 +109,9 @@ class LabelStudioClient:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            params = {**query, "fields": "all", "page_size": page_size, "page": page, "resolve_uri": False}
+            # resolve_uri: cloud-storage values come as Label Studio's proxy URLs, as in /predict,
+            # so a task's media have one reference (and one cache entry) on both paths.
+            params = {**query, "fields": "all", "page_size": page_size, "page": page, "resolve_uri": True}
             body = self._http("GET", "/api/tasks", params=params)
             batch = body.get("tasks", []) if isinstance(body, dict) else body
             out += batch
