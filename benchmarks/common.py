@@ -9,14 +9,12 @@ import argparse
 import functools
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -149,28 +147,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def own_redis(workdir: Path) -> Iterator[str]:
-    """A private redis-server without persistence, stopped on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    flags = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    proc = subprocess.Popen([binary, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def own_redis(workdir: Path) -> AbstractContextManager[str]:
+    """A private redis-server without persistence, stopped on exit (the demo's own)."""
+    from backend.lab.stack import private_redis
+
+    return private_redis(workdir)
 
 
 def demo_set(demo_dir: Path, n_items: int) -> Path:

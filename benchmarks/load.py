@@ -29,7 +29,9 @@ import httpx
 import numpy as np
 from common import MALLOC_ENV, ROOT, command_line, cpu_model, demo_set, free_port, out, own_redis, quick_demo
 from PIL import Image
-from webhook_ack import set_up, wait_healthy
+from webhook_ack import set_up
+
+from backend.lab.stack import wait_healthy
 
 CONFIG = (ROOT / "label_config.xml").read_text()
 PROJECT = 100  # /predict's project (the webhook projects are 1-20, with a text-only config)

@@ -27,6 +27,7 @@ import numpy as np
 import redis
 from common import free_port, own_redis
 
+from backend.lab.stack import wait_healthy
 from backend.queue.producer import queue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,21 +125,6 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
-
-
-def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout_s: float = 300) -> None:
-    """Until GET /health answers 200; the server's log if it exits or never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the backend exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the backend did not answer /health within {timeout_s:g} s:\n{log.read_text()[-3000:]}")
 
 
 if __name__ == "__main__":

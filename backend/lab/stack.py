@@ -24,8 +24,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import redis
 
 from backend.config import Settings
+from backend.errors import BroadenError
 from backend.lab.labelstudio_server import LabelStudioServer, can_tie_to_parent, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -103,13 +105,26 @@ def set_up_project(ls: LabelStudioServer, backend_url: str, data: Path) -> int:
 
 @contextmanager
 def private_redis(workdir: Path) -> Iterator[str]:
+    """A redis-server of our own on a free loopback port, without persistence; stopped on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit("broaden demo: redis-server is not installed (./dev setup installs it)")
+        raise BroadenError("redis-server is not installed (./dev setup installs it)")
     port = _free_port()
     flags = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    url = f"redis://127.0.0.1:{port}/0"
     with process([binary, *flags], None, workdir / "redis.log"):
-        yield f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise BroadenError(f"redis-server did not answer on port {port}; see {workdir}/redis.log") from None
+                time.sleep(0.1)
+        client.close()
+        yield url
 
 
 @contextmanager
@@ -138,17 +153,25 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 600) -> None:
+    """Until GET /health answers 200; an error with the end of the server's log if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"broaden demo: the backend exited; see {log_path}")
+            raise BroadenError(f"the backend exited ({proc.returncode}); {log_path} ends:\n{_tail(log_path)}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"broaden demo: the backend did not answer /health in {timeout:g} s; see {log_path}")
+    raise BroadenError(f"the backend did not answer /health in {timeout:g} s; {log_path} ends:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def wait_until_stopped(children: list[subprocess.Popen[bytes]], ls: LabelStudioServer) -> None:
