@@ -45,8 +45,8 @@ if TYPE_CHECKING:  # the HTTP layer is typed against the predictor, never import
 log = logging.getLogger(__name__)
 basic = HTTPBasic(auto_error=False)
 NOT_CONNECTED = (
-    "project {project} was never set up with this backend: connect it on the project's Model page "
-    "(or run `broaden backfill --project {project}`)"
+    "project {project} is not set up with this backend (never set up, or its ML settings in Label Studio "
+    "do not point here): connect it on the project's Model page (or run `broaden backfill --project {project}`)"
 )
 
 
@@ -226,7 +226,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.post("/webhook")
     def webhook(body: WebhookRequest, rt: RuntimeDep) -> WebhookResponse:
         if body.project is not None and not ProjectState(rt.redis, body.project).connected():
-            log.info("webhook %s for project %s ignored: never set up with this backend", body.action, body.project)
+            log.info("webhook %s for project %s ignored: not set up with this backend", body.action, body.project)
             return WebhookResponse(status="ignored", reason=NOT_CONNECTED.format(project=body.project))
         job_id = producer.event(rt.redis, body.action, body.project, body.task_ids())
         return WebhookResponse(status="queued" if job_id else "ignored", job_id=job_id)

@@ -161,7 +161,7 @@ def test_webhooks_count_only_for_projects_set_up_with_this_backend(client, r):
 
     forged = {"action": "TASKS_CREATED", "project": {"id": 2}, "tasks": [{"id": 201}]}
     res = client.post("/webhook", json=forged).json()
-    assert res["status"] == "ignored" and res["job_id"] is None and "never set up" in res["reason"]
+    assert res["status"] == "ignored" and res["job_id"] is None and "not set up" in res["reason"]
     assert queue(r).count == 0 and not r.exists(keys.project(2, keys.Value.DIRTY))  # no job, no hint stored
     assert client.post("/setup", json={"project": "2.1700000000", "schema": CONFIG}).status_code == 200
     # The first setup queues the ranking of the tasks the project already has; later ones do not.
