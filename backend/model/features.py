@@ -118,6 +118,7 @@ class FeatureStore:
         (time.monotonic()), media not yet fetched are left and their tasks marked deferred; the
         first batch of fetches always runs, so every call makes progress."""
         out = Featurized(features=[{} for _ in tasks])
+        self._task_ids = [task.get("id") for task in tasks]  # for the log: which task a failure is
         items = self._resolve(tasks, config, out)
         self._lookup_digests(items)
         missing = [it for it in items if it.digest is None]
@@ -186,7 +187,7 @@ class FeatureStore:
                     out.deferred.add(it.pos)
                 elif isinstance(result, MediaError):
                     out.errors.setdefault(it.pos, f"{it.obj.name}: {result}")
-                    log.warning("task at position %d: %s: %s", it.pos, it.obj.name, result)
+                    log.warning("task %s: %s: %s", self._task_ids[it.pos], it.obj.name, result)
                 else:
                     by_modality.setdefault(it.obj.modality, []).append((it, *result))
         pipe = self.r.pipeline(transaction=False)
