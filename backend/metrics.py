@@ -23,7 +23,6 @@ from backend.store.keys import Value
 from backend.store.state import ProjectState
 
 JOB_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
-JOB_METRICS = keys.JOB_METRICS
 
 
 def job_kind(func_name: str) -> str:
@@ -35,11 +34,11 @@ def record_job(r: redis.Redis, kind: str, seconds: float, ok: bool) -> None:
     """A worker's job ended: its duration into the kind's histogram, and a failure if it failed."""
     bucket = next((b for b in JOB_BUCKETS if seconds <= b), math.inf)
     pipe = r.pipeline(transaction=False)
-    pipe.hincrby(JOB_METRICS, f"{kind}:count", 1)
-    pipe.hincrbyfloat(JOB_METRICS, f"{kind}:sum", seconds)
-    pipe.hincrby(JOB_METRICS, f"{kind}:le:{bucket}", 1)
+    pipe.hincrby(keys.JOB_METRICS, f"{kind}:count", 1)
+    pipe.hincrbyfloat(keys.JOB_METRICS, f"{kind}:sum", seconds)
+    pipe.hincrby(keys.JOB_METRICS, f"{kind}:le:{bucket}", 1)
     if not ok:
-        pipe.hincrby(JOB_METRICS, f"{kind}:failed", 1)
+        pipe.hincrby(keys.JOB_METRICS, f"{kind}:failed", 1)
     pipe.execute()
 
 
@@ -65,7 +64,7 @@ class RedisCollector:
         return depth
 
     def _jobs(self) -> Iterator[Metric]:
-        raw = {k.decode(): float(v) for k, v in self.r.hgetall(JOB_METRICS).items()}
+        raw = {k.decode(): float(v) for k, v in self.r.hgetall(keys.JOB_METRICS).items()}
         kinds = sorted({name.split(":", 1)[0] for name in raw})
         seconds = HistogramMetricFamily("broaden_job_duration_seconds", "Duration of finished jobs", labels=["kind"])
         failed = CounterMetricFamily("broaden_job_failures", "Job runs that failed (retried or not)", labels=["kind"])

@@ -32,7 +32,6 @@ from backend.store.state import ProjectMirror
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15  # a running job's heartbeat; its registry entry lapses HEARTBEAT_S + 60 s after the last
 STALE_CHECK_S = 30  # how often abandoned jobs are looked for
-RECONCILE_LOCK = keys.RECONCILE_LOCK
 
 
 class Worker(SimpleWorker):
@@ -126,7 +125,7 @@ class Housekeeper(threading.Thread):
 
 def reconcile(r: redis.Redis, every_s: float) -> list[int]:
     """A full sync of every connected project, at most once per `every_s` across all workers."""
-    if not r.set(RECONCILE_LOCK, 1, nx=True, ex=max(int(every_s), 1)):
+    if not r.set(keys.RECONCILE_LOCK, 1, nx=True, ex=max(int(every_s), 1)):
         return []
     projects = sorted(keys.project_of(k) for k in r.scan_iter(keys.project_pattern(Value.CONNECTED)))
     for project in projects:

@@ -118,7 +118,7 @@ def _run_logged(cmd: Sequence[str], log_path: Path) -> None:
         returncode = proc.wait()
     if returncode != 0:
         raise RuntimeError(
-            f"command failed ({returncode}): {' '.join(cmd)}\n--- last lines of {log_path} ---\n" + _tail(log_path)
+            f"command failed ({returncode}): {' '.join(cmd)}\n--- last lines of {log_path} ---\n" + log_tail(log_path)
         )
 
 
@@ -177,14 +177,14 @@ def ensure_labelstudio_venv(cache_dir: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- server
 
 
-def _tail(path: Path, lines: int = 60) -> str:
+def log_tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"(no log: {exc})"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -378,13 +378,13 @@ class LabelStudioServer:
 
     def _launch_until_ready(self, timeout: float, attempts: int = 3) -> None:
         for attempt in range(1, attempts + 1):
-            self.port = self.fixed_port or _free_port()
+            self.port = self.fixed_port or free_port()
             self._spawn()
             try:
                 self._wait_ready(timeout)
                 return
             except LabelStudioStartError:
-                port_taken = "already in use" in _tail(self.log_path, 20)
+                port_taken = "already in use" in log_tail(self.log_path, 20)
                 self.stop()
                 if not port_taken or attempt == attempts or self.fixed_port:
                     raise
@@ -426,7 +426,7 @@ class LabelStudioServer:
                 if self._proc.poll() is not None:
                     raise LabelStudioStartError(
                         f"Label Studio exited with {self._proc.returncode} during start-up\n"
-                        f"--- last lines of {self.log_path} ---\n{_tail(self.log_path)}"
+                        f"--- last lines of {self.log_path} ---\n{log_tail(self.log_path)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     # /api/version answers before the admin user exists; whoami proves the token works.
@@ -437,7 +437,7 @@ class LabelStudioServer:
                 time.sleep(0.25)
         raise LabelStudioStartError(
             f"Label Studio did not answer within {timeout:.0f} s\n"
-            f"--- last lines of {self.log_path} ---\n{_tail(self.log_path)}"
+            f"--- last lines of {self.log_path} ---\n{log_tail(self.log_path)}"
         )
 
     # -- migrated-database template

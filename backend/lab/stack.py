@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import redis
 
 from backend.config import Settings
 from backend.errors import BroadenError
-from backend.lab.labelstudio_server import LabelStudioServer, can_tie_to_parent, die_with_parent
+from backend.lab.labelstudio_server import LabelStudioServer, can_tie_to_parent, die_with_parent, free_port, log_tail
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +108,7 @@ def private_redis(workdir: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise BroadenError("redis-server is not installed (./dev setup installs it)")
-    port = _free_port()
+    port = free_port()
     flags = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
     url = f"redis://127.0.0.1:{port}/0"
     with process([binary, *flags], None, workdir / "redis.log"):
@@ -157,21 +156,16 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BroadenError(f"the backend exited ({proc.returncode}); {log_path} ends:\n{_tail(log_path)}")
+            raise BroadenError(f"the backend exited ({proc.returncode}); {log_path} ends:\n{log_tail(log_path, 20)}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise BroadenError(f"the backend did not answer /health in {timeout:g} s; {log_path} ends:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    raise BroadenError(
+        f"the backend did not answer /health in {timeout:g} s; {log_path} ends:\n{log_tail(log_path, 20)}"
+    )
 
 
 def wait_until_stopped(children: list[subprocess.Popen[bytes]], ls: LabelStudioServer) -> None:
@@ -184,12 +178,6 @@ def wait_until_stopped(children: list[subprocess.Popen[bytes]], ls: LabelStudioS
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _say(line: str) -> None:
