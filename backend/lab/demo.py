@@ -323,17 +323,18 @@ def _speech(rng: np.random.Generator, pools: dict[str, list[str]], violation: bo
     return str(rng.choice(pools["ok"])), "OK", []
 
 
-def _plan(rng: np.random.Generator, n_items: int, violation_rate: float) -> list[dict]:
-    """Category, split and policy per item: balanced categories, a few violations in each split."""
+def _plan(rng: np.random.Generator, n_items: int, violation_rate: float, test_only: bool = False) -> list[dict]:
+    """Category, split and policy per item: balanced categories, a few violations in each split
+    (test_only: every item in the test split)."""
     categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(n_items)]
     categories = [categories[i] for i in rng.permutation(n_items)]
-    n_test = max(1, round(n_items * TEST_FRACTION))
+    n_test = n_items if test_only else max(1, round(n_items * TEST_FRACTION))
     splits = np.array(["test"] * n_test + ["pool"] * (n_items - n_test))[rng.permutation(n_items)]
     violation = np.zeros(n_items, dtype=bool)
     for split in ("pool", "test"):
-        members = np.flatnonzero(splits == split)
-        k = max(1, round(len(members) * violation_rate))
-        violation[rng.choice(members, size=k, replace=False)] = True
+        if len(members := np.flatnonzero(splits == split)):
+            k = max(1, round(len(members) * violation_rate))
+            violation[rng.choice(members, size=k, replace=False)] = True
     return [
         {"category": c, "split": str(s), "violation": bool(v)}
         for c, s, v in zip(categories, splits, violation, strict=True)
@@ -347,10 +348,16 @@ def build_demo(
     data_dir: Path = FASHION_MNIST_DIR,
     violation_rate: float = VIOLATION_RATE,
     phrasings: str = "fixed",
+    test_items: int = 0,
 ) -> Path:
-    """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path."""
+    """Write images/, audio/, manifest.jsonl, tasks.json and label_config.xml; returns the manifest path.
+
+    test_items: that many more listings, all in the test split, from a second random stream, so
+    the first n_items are the same whatever their number (a bigger test split for benchmarks)."""
     if n_items < 4:
         raise DemoDataError("n_items must be at least 4 (both splits need a violation and an OK item)")
+    if test_items < 0:
+        raise DemoDataError("test_items must be 0 or more")
     if not 0 < violation_rate < 1:
         raise DemoDataError("violation_rate must be between 0 and 1")
     if phrasings not in PHRASINGS:
@@ -364,35 +371,48 @@ def build_demo(
         for stale in (out_dir / sub).glob("item-*"):  # left over from a larger earlier build
             stale.unlink()
 
+    make = _Maker(out_dir, data, voice_overs, voices)
     rng = np.random.default_rng(seed)
-    used: set[tuple[str, int]] = set()
-    records, tasks = [], []
-    for i, plan in enumerate(tqdm(_plan(rng, n_items, violation_rate), desc="demo items", disable=n_items < 24)):
-        split = plan["split"]
-        pools = {**TEMPLATES[split], **voice_overs[split]}
-        fm_class = int(rng.choice([k for k, (cat, _) in CLASSES.items() if cat == plan["category"]]))
-        pixels = _pick_image(rng, data[split], fm_class, split, used)
-        speech, policy, tags = _speech(rng, pools, plan["violation"])
-        vague = bool(rng.random() < VAGUE_CAPTION_RATE)
-        tags += ["vague_caption"] if vague else []  # the photo is needed for the category
-        caption = _caption(rng, pools, fm_class, vague)
-
-        item_id = f"item-{i:04d}"
-        image_rel, audio_rel = f"images/{item_id}.png", f"audio/{item_id}.wav"
-        render_image(pixels, rng.uniform(0.7, 1.0, size=3).astype(np.float32), out_dir / image_rel)
-        voice, speed, pitch = str(rng.choice(voices)), int(rng.integers(140, 186)), int(rng.integers(25, 76))
-        speak(speech, voice, speed, pitch, out_dir / audio_rel)
-
-        label = {"category": plan["category"], "policy": policy}
-        media = {"image": image_rel, "text": caption, "audio": audio_rel}
-        records.append({"id": item_id, **media, "speech": speech, "label": label, "tags": tags, "split": split})
-        tasks.append({"data": {"image": image_rel, "caption": caption, "audio": audio_rel}})
-
+    records = make.items(rng, _plan(rng, n_items, violation_rate), first=0)
+    if test_items:
+        extra = np.random.default_rng([seed, 1])
+        records += make.items(extra, _plan(extra, test_items, violation_rate, test_only=True), first=n_items)
+    tasks = [{"data": {"image": r["image"], "caption": r["text"], "audio": r["audio"]}} for r in records]
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))
     (out_dir / "label_config.xml").write_text(LABEL_CONFIG)
     return manifest
+
+
+class _Maker:
+    """Writes listings' media and returns their manifest records; no image is used twice."""
+
+    def __init__(self, out_dir: Path, data: dict, voice_overs: dict, voices: list[str]) -> None:
+        self.out_dir, self.data, self.voice_overs, self.voices = out_dir, data, voice_overs, voices
+        self.used: set[tuple[str, int]] = set()
+
+    def items(self, rng: np.random.Generator, plans: list[dict], first: int) -> list[dict]:
+        records = []
+        for i, plan in enumerate(tqdm(plans, desc="demo items", disable=len(plans) < 24), start=first):
+            split = plan["split"]
+            pools = {**TEMPLATES[split], **self.voice_overs[split]}
+            fm_class = int(rng.choice([k for k, (cat, _) in CLASSES.items() if cat == plan["category"]]))
+            pixels = _pick_image(rng, self.data[split], fm_class, split, self.used)
+            speech, policy, tags = _speech(rng, pools, plan["violation"])
+            vague = bool(rng.random() < VAGUE_CAPTION_RATE)
+            tags += ["vague_caption"] if vague else []  # the photo is needed for the category
+            caption = _caption(rng, pools, fm_class, vague)
+
+            item_id = f"item-{i:04d}"
+            image_rel, audio_rel = f"images/{item_id}.png", f"audio/{item_id}.wav"
+            render_image(pixels, rng.uniform(0.7, 1.0, size=3).astype(np.float32), self.out_dir / image_rel)
+            voice, speed, pitch = str(rng.choice(self.voices)), int(rng.integers(140, 186)), int(rng.integers(25, 76))
+            speak(speech, voice, speed, pitch, self.out_dir / audio_rel)
+            label = {"category": plan["category"], "policy": policy}
+            media = {"image": image_rel, "text": caption, "audio": audio_rel}
+            records.append({"id": item_id, **media, "speech": speech, "label": label, "tags": tags, "split": split})
+        return records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -412,6 +432,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="voice-over sentences: a few fixed ones per label (default), or hundreds composed from parts",
     )
     parser.add_argument(
+        "--test-items",
+        type=int,
+        default=0,
+        help="that many more listings, all held out for testing; the first --items stay the same (default 0)",
+    )
+    parser.add_argument(
         "--fashion-mnist",
         type=Path,
         default=FASHION_MNIST_DIR,
@@ -420,7 +446,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_demo(args.out, args.items, args.seed, args.fashion_mnist, args.violation_rate, args.phrasings)
+    manifest = build_demo(
+        args.out, args.items, args.seed, args.fashion_mnist, args.violation_rate, args.phrasings, args.test_items
+    )
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     violations = sum(r["label"]["policy"] == "Violation" for r in records)
     n_test = sum(r["split"] == "test" for r in records)

@@ -92,19 +92,20 @@ def _say(rng: np.random.Generator, recipe: str, split: str, kind: str, role: str
     return text[0].upper() + text[1:]
 
 
-def _plan(
-    rng: np.random.Generator, n_items: int, rates: dict[str, float | None], rare: str, audio_share: dict[str, float]
-) -> list[dict[str, Any]]:
+def _plan(job: Job, rates: dict[str, float | None], rare: str, audio_share: dict[str, float]) -> list[dict[str, Any]]:
     """Split, label and whether only the audio tells, per item. Labels other than the default
     (the first of rates with rate None) get their rate in each split, the rare one at least
-    MIN_RARE_PER_SPLIT; within each split and label, the given share is decided by audio alone."""
-    n_test = max(MIN_ITEMS // 4, round(n_items * TEST_FRACTION))
+    MIN_RARE_PER_SPLIT; within each split and label, the given share is decided by audio alone.
+    A test-only job puts every item in the test split."""
+    rng, n_items = job.rng, job.n_items
+    n_test = n_items if job.test_only else max(MIN_ITEMS // 4, round(n_items * TEST_FRACTION))
     splits = rng.permutation(["test"] * n_test + ["pool"] * (n_items - n_test))
     default = next(label for label, rate in rates.items() if rate is None)
     plan = [{"split": str(s), "label": default, "audio_only": False} for s in splits]
     for split in ("pool", "test"):
         free = [int(i) for i in rng.permutation(np.flatnonzero(splits == split))]
-        size = len(free)
+        if not (size := len(free)):
+            continue
         for label, rate in rates.items():
             if rate is None:
                 continue
@@ -425,6 +426,8 @@ class Job:
     rng: np.random.Generator
     out_dir: Path
     n_items: int
+    first: int = 0  # the number of the job's first item (item ids go on from an earlier job)
+    test_only: bool = False
 
 
 PODCAST_RATES = {"clean": None, "ad": 0.20, "unsafe": 0.05}  # None: the rest
@@ -447,8 +450,8 @@ def podcast(job: Job) -> list[dict[str, Any]]:
     the clip tells; look-alike clips talk about scams and cures innocently. Speech by flite."""
     rng, voices = job.rng, flite_voices()
     records = []
-    plan = _plan(rng, job.n_items, PODCAST_RATES, "unsafe", dict.fromkeys(PODCAST_RATES, PODCAST_AUDIO_ONLY))
-    for i, item in enumerate(_progress(plan)):
+    plan = _plan(job, PODCAST_RATES, "unsafe", dict.fromkeys(PODCAST_RATES, PODCAST_AUDIO_ONLY))
+    for i, item in enumerate(_progress(plan), start=job.first):
         split, label = item["split"], item["label"]
         slots = _slots(rng, "podcast", split)
         role, tags = label, []
@@ -492,10 +495,10 @@ def clips(job: Job) -> list[dict[str, Any]]:
     (rare: fire, flood, intruder) are only said; look-alikes mention them innocently. Speech by
     festival and espeak-ng, music synthesised."""
     rng, voices = job.rng, [f"espeak-ng:{v}" for v in available_voices()]
-    plan = _plan(rng, job.n_items, CLIPS_RATES, "alert", {})
+    plan = _plan(job, CLIPS_RATES, "alert", {})
     scenes = rng.permutation([CLIPS_SCENES[i % len(CLIPS_SCENES)] for i in range(len(plan))])
     records = []
-    for i, (item, scene) in enumerate(zip(_progress(plan), scenes, strict=True)):
+    for i, (item, scene) in enumerate(zip(_progress(plan), scenes, strict=True), start=job.first):
         split, tags, role = item["split"], [], "speech"
         slots = _slots(rng, "clips", split)
         if item["label"] == "alert":
@@ -642,7 +645,8 @@ def reviews(job: Job) -> list[dict[str, Any]]:
             "test": load_fashion_mnist(FASHION_MNIST_DIR, "t10k")[0],
         }
     records = []
-    for i, item in enumerate(_progress(_plan(rng, job.n_items, REVIEWS_RATES, "remove", REVIEWS_AUDIO_ONLY))):
+    plan = _plan(job, REVIEWS_RATES, "remove", REVIEWS_AUDIO_ONLY)
+    for i, item in enumerate(_progress(plan), start=job.first):
         split, label, tags = item["split"], item["label"], []
         slots = _slots(rng, "reviews", split)
         text_role = speech_role = "remark"
@@ -713,13 +717,18 @@ def _progress(items: list) -> Any:
     return tqdm(items, desc="items", disable=len(items) < 100)
 
 
-def build(recipe: str, out_dir: Path, n_items: int, seed: int) -> Path:
+def build(recipe: str, out_dir: Path, n_items: int, seed: int, test_items: int = 0) -> Path:
     """Build one set: media under images/ and audio/, manifest.jsonl, label_config.xml and
-    tasks.json (for a Label Studio import) in out_dir. Returns the manifest's path."""
+    tasks.json (for a Label Studio import) in out_dir. Returns the manifest's path.
+
+    test_items: that many more items, all in the test split, from a second random stream, so the
+    first n_items are the same whatever their number (more rare test items, a steadier measure)."""
     if recipe not in RECIPES:
         raise DemoDataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if seed < 0:
         raise DemoDataError("the seed must be 0 or more")
+    if test_items < 0:
+        raise DemoDataError("the number of extra test items must be 0 or more")
     if n_items < MIN_ITEMS:
         raise DemoDataError(f"need at least {MIN_ITEMS} items (each split needs its rare items)")
     spec = RECIPES[recipe]
@@ -731,6 +740,8 @@ def build(recipe: str, out_dir: Path, n_items: int, seed: int) -> Path:
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(exist_ok=True)
     records = spec.make(Job(np.random.default_rng(seed), out_dir, n_items))
+    if test_items:
+        records += spec.make(Job(np.random.default_rng([seed, 1]), out_dir, test_items, n_items, test_only=True))
     if not any((out_dir / "images").iterdir()):
         (out_dir / "images").rmdir()
     # The task keys are the config's: the first object of each modality reads that manifest field.
@@ -763,9 +774,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory to write the set into")
     parser.add_argument("--items", type=int, default=200, help="number of items (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--test-items", type=int, default=0, help="that many more items, all for testing; --items stay the same"
+    )
     args = parser.parse_args(argv)
     try:
-        manifest = build(args.recipe, args.out, args.items, args.seed)
+        manifest = build(args.recipe, args.out, args.items, args.seed, args.test_items)
     except (BroadenError, OSError) as e:  # a bad option, a missing tool, an unwritable folder: no traceback
         raise SystemExit(f"{parser.prog}: {e}") from None
     log.info("%s: %s", args.recipe, describe(manifest))

@@ -131,8 +131,12 @@ def test_composed_phrasings_vary_the_voice_overs(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_set(built: Path, tmp_path: Path) -> None:
-    again = demo.build_demo(tmp_path, n_items=N_ITEMS, seed=3)
-    assert again.read_text() == built.read_text()
+    """The same seed makes the same set; extra test listings come after it and change nothing in it."""
+    again = demo.build_demo(tmp_path, n_items=N_ITEMS, seed=3, test_items=4)
+    records = _manifest(again)
+    assert records[:N_ITEMS] == _manifest(built)
+    assert [r["split"] for r in records[N_ITEMS:]] == ["test"] * 4
+    assert sum(r["label"]["policy"] == "Violation" for r in records[N_ITEMS:]) >= 1
     for r in _manifest(built)[:3]:
         assert (tmp_path / r["audio"]).read_bytes() == (built.parent / r["audio"]).read_bytes()
         assert (tmp_path / r["image"]).read_bytes() == (built.parent / r["image"]).read_bytes()

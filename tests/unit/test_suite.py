@@ -19,6 +19,7 @@ from backend.lab.simulate import read_manifest
 from backend.labelstudio.labelconfig import parse_label_config
 
 N_ITEMS = 32
+EXTRA = 8  # extra test items
 SEED = 5
 RARE = {"podcast": ("rating", "unsafe"), "clips": ("flags", "alert"), "reviews": ("verdict", "remove")}
 FIELDS = {"podcast": {"text", "audio"}, "clips": {"image", "audio"}, "reviews": {"image", "text", "audio"}}
@@ -97,8 +98,17 @@ def test_media_decode(recipe: str, sets: dict[str, Path]) -> None:
 
 
 def test_same_seed_same_set(recipe: str, sets: dict[str, Path], tmp_path: Path) -> None:
-    again = suite.build(recipe, tmp_path / "again", N_ITEMS, SEED)
-    assert _files(again.parent) == _files(sets[recipe].parent)
+    """The same seed makes the same files; extra test items are added after them and change none."""
+    again = suite.build(recipe, tmp_path / "again", N_ITEMS, SEED, test_items=EXTRA)
+    records, before = read_manifest(again), read_manifest(sets[recipe])
+    assert records[:N_ITEMS] == before
+    built = {f for f in _files(again.parent).items() if f[0].startswith(("audio/", "images/"))}
+    assert built >= {f for f in _files(sets[recipe].parent).items() if f[0].startswith(("audio/", "images/"))}
+    extra = records[N_ITEMS:]
+    assert [r["id"] for r in extra] == [f"item-{i:04d}" for i in range(N_ITEMS, N_ITEMS + EXTRA)]
+    control, rare = RARE[recipe]
+    assert all(r["split"] == "test" for r in extra)
+    assert sum(rare in r["label"][control] for r in extra) >= suite.MIN_RARE_PER_SPLIT
     other = suite.build(recipe, tmp_path / "other", N_ITEMS, SEED + 1)
     assert other.read_text() != again.read_text()
 
@@ -142,6 +152,7 @@ def test_missing_tool_says_which_package(monkeypatch: pytest.MonkeyPatch, tmp_pa
         (["--recipe", "nope"], "invalid choice"),
         (["--recipe", "podcast", "--items", "3"], "at least 16 items"),
         (["--recipe", "podcast", "--seed", "-1"], "seed must be 0 or more"),
+        (["--recipe", "podcast", "--test-items", "-1"], "0 or more"),
     ],
 )
 def test_bad_options_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
