@@ -214,8 +214,14 @@ class FeatureStore:
     def _encode_group(self, modality: str, group: list[tuple[_Item, Any, str]], pipe: Any, out: Featurized) -> None:
         encoder = self.encoders.for_modality(modality)
         ttl = {"url": self.settings.url_revalidate_s}
-        # Same bytes under several refs are encoded once.
+        # Same bytes under several refs are encoded once, and never again once their features are
+        # stored (a file moved, or uploaded again under a new URL, only costs its fetch).
         unique = {digest: media for _, media, digest in group}
+        check = self.r.pipeline(transaction=False)
+        for digest in unique:
+            check.exists(keys.features(encoder.id, digest))
+        stored = check.execute()
+        unique = {d: media for (d, media), found in zip(unique.items(), stored, strict=True) if not found}
         digests = list(unique)
         for start in range(0, len(digests), ENCODE_BATCH):
             chunk = digests[start : start + ENCODE_BATCH]

@@ -266,7 +266,7 @@ def test_predict_budget_holds_across_slow_fetches(settings, encoders, r, tmp_pat
     assert ProjectMirror(r, 9).hints()[0] == list(range(17, 41))  # all but the first batch of 16 media
 
 
-def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, encoders, r, demo_dir, tmp_path):
+def test_encoder_outputs_are_cached_by_content_and_a_changed_file_is_re_encoded(settings, encoders, r, demo_dir, tmp_path):
     import shutil
 
     from PIL import Image
@@ -287,6 +287,11 @@ def test_encoder_outputs_are_cached_and_a_changed_file_is_re_encoded(settings, e
     changed = p.featurize([task], config)
     assert changed.encoded == 1
     assert not (changed.features[0]["image"] == first.features[0]["image"]).all()
+    moved = tmp_path / "moved.png"  # the same bytes under a new path: fetched, hashed, never encoded again
+    shutil.copy(image, moved)
+    task["data"]["image"] = str(moved)
+    again = p.featurize([task], config)
+    assert again.encoded == 0 and (again.features[0]["image"] == changed.features[0]["image"]).all()
 
 
 def _annotated_demo_tasks(demo_dir) -> list[dict]:
