@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Every this many seconds one worker asks for a full sync of each connected project, catching
     # labels whose webhook was lost (0: never).
     reconcile_s: float = 900.0
+    # A newly connected project encodes this many of its tasks first and ranks them, so the head
+    # of its queue shows while the rest encodes (~15 s on one worker; the rest goes in chunks of 200).
+    connect_head_tasks: int = Field(50, ge=1)
     priority_field: str = "broaden_priority"  # task data key the ranked tab sorts by
     ranked_tab: str = "broaden: most valuable first"
 

@@ -117,8 +117,9 @@ def _serves(rt: Runtime, project_id: int, final: bool = True) -> bool:
 
 
 @_final_when_refused
-def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
-    """Bring the project's model, ranking and Label Studio queue up to date with its labels."""
+def sync_project(project_id: int, full: bool = False, encoded_only: bool = False) -> dict[str, Any]:
+    """Bring the project's model, ranking and Label Studio queue up to date with its labels.
+    encoded_only: rank only the tasks encoded so far (the head of a project still encoding)."""
     rt = runtime.current()
     if not _serves(rt, project_id):
         rt.redis.delete(keys.project(project_id, Value.SYNC_PENDING))
@@ -128,14 +129,14 @@ def sync_project(project_id: int, full: bool = False) -> dict[str, Any]:
         return {"project": project_id, "refused": reason}
     with _project_lock(rt, project_id):
         rt.redis.delete(keys.project(project_id, Value.SYNC_PENDING))  # events from here on enqueue one follow-up
-        report = _sync(rt, project_id, full)
+        report = _sync(rt, project_id, full, encoded_only)
     result = asdict(report)
     log.info("sync %s", result)
     _progress("done", **{k: v for k, v in result.items() if isinstance(v, int | str)})
     return result
 
 
-def _sync(rt: Runtime, project_id: int, full: bool) -> stages.Report:
+def _sync(rt: Runtime, project_id: int, full: bool, encoded_only: bool = False) -> stages.Report:
     mirror = ProjectMirror(rt.redis, project_id)
     dirty, full_hint, retrain = mirror.hints()
     report = stages.Report(project_id)
@@ -155,7 +156,8 @@ def _sync(rt: Runtime, project_id: int, full: bool) -> stages.Report:
 
     started = time.perf_counter()
     _progress("scoring", tasks=mirror.count())
-    ids, scored = stages.rescore(rt, project_id, config, mirror)
+    # encoded_only: a budget already spent, so beyond one batch only cached features are read
+    ids, scored = stages.rescore(rt, project_id, config, mirror, until=time.monotonic() if encoded_only else None)
     order = stages.rank(rt, config, mirror, ids, scored)
     report.ranked = len(order)
     report.timed("rescore+rank", started)
@@ -175,7 +177,8 @@ def _sync(rt: Runtime, project_id: int, full: bool) -> stages.Report:
         producer.push(rt.redis, project_id)
     report.timed("write predictions", started)
 
-    mirror.clear_hints(dirty, full_hint, retrain)
+    if not encoded_only:  # the sync after the encoding still has them to do
+        mirror.clear_hints(dirty, full_hint, retrain)
     last = {**asdict(report), "finished_at": time.time(), "model_version": scored.version}
     mirror.put(Value.LAST_SYNC, json.dumps(last))
     return report
@@ -209,7 +212,8 @@ def train_project(project_id: int) -> dict[str, Any]:
 def project_connected(project_id: int) -> dict[str, Any]:
     """Label Studio set a project up with broaden for the first time: rank and pre-label the tasks
     it already has, without waiting for a label. A big project's encoding is spread over the
-    workers first (as `broaden backfill` does), then one full sync ranks it."""
+    workers (as `broaden backfill` does): a small first chunk is ranked as soon as it is encoded,
+    so the head of the queue shows early, and one full sync ranks everything at the end."""
     rt = runtime.current()
     try:
         # Label Studio calls /setup while it creates the connection, before it lists it: not listed
@@ -217,8 +221,12 @@ def project_connected(project_id: int) -> dict[str, Any]:
         if not _serves(rt, project_id, final=False):
             raise LabelStudioUnavailable(f"project {project_id} does not list this backend in Label Studio (yet)")
         ids = sorted(int(t["id"]) for t in rt.labelstudio.tasks(project_id))
-        chunks = [ids[i : i + spec.ENCODE_CHUNK] for i in range(0, len(ids), spec.ENCODE_CHUNK)]
-        encoding = [producer.encode(rt.redis, project_id, chunk) for chunk in chunks] if len(chunks) > 1 else []
+        encoding, n_head = [], rt.settings.connect_head_tasks
+        if len(ids) > n_head:
+            head, rest = ids[:n_head], ids[n_head:]
+            chunks = [head] + [rest[i : i + spec.ENCODE_CHUNK] for i in range(0, len(rest), spec.ENCODE_CHUNK)]
+            encoding = [producer.encode(rt.redis, project_id, chunk) for chunk in chunks]
+            producer.rank_head_after(rt.redis, project_id, encoding[0])
         sync = producer.sync_after(rt.redis, project_id, encoding)
     finally:
         rt.redis.srem(keys.CONNECTING, project_id)

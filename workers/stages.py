@@ -119,10 +119,13 @@ def train(rt: Runtime, project: int, config: LabelConfig, mirror: ProjectMirror,
     return result.version
 
 
-def rescore(rt: Runtime, project: int, config: LabelConfig, mirror: ProjectMirror) -> tuple[list[int], Scored]:
+def rescore(
+    rt: Runtime, project: int, config: LabelConfig, mirror: ProjectMirror, until: float | None = None
+) -> tuple[list[int], Scored]:
+    """Scores of every task of the mirror (only of those encoded by `until`, when given)."""
     data = mirror.load(Hash.TASKS)
     ids = sorted(data)
-    scored = rt.predictor.score([{"id": t, "data": data[t]} for t in ids], config, project)
+    scored = rt.predictor.score([{"id": t, "data": data[t]} for t in ids], config, project, until)
     return ids, scored
 
 

@@ -85,6 +85,13 @@ def sync_after(r: redis.Redis, project: int, jobs: list[str]) -> str:
     return enqueue(r, spec.Job.SYNC, spec.sync_id(project), depends_on=after, project_id=project)
 
 
+def rank_head_after(r: redis.Redis, project: int, job: str) -> str:
+    """A sync of the tasks encoded so far, as soon as this job has ended (at the front of the queue,
+    ahead of the rest of the encoding): the head of a big project's queue shows early."""
+    after = Dependency(jobs=[job], allow_failure=True, enqueue_at_front=True)
+    return enqueue(r, spec.Job.SYNC, spec.sync_id(project), depends_on=after, project_id=project, encoded_only=True)
+
+
 def resync(r: redis.Redis, project: int) -> str:
     """Re-read every task and label of the project and rewrite whatever differs."""
     return enqueue(r, spec.Job.RESYNC, spec.resync_id(project), project_id=project)

@@ -10,7 +10,7 @@ import time
 
 from conftest import ROOT
 from test_predictions import CONFIG, import_demo
-from test_queue import FIELD
+from test_queue import FIELD, sync_reports
 
 
 def test_backfill_existing_tasks(labelstudio, backend, demo_dir):
@@ -48,7 +48,11 @@ def test_connecting_ranks_the_tasks_already_there(labelstudio, backend, demo_dir
     project = api.create_project("broaden connect ranks", CONFIG)
     task_ids, _ = import_demo(api, project, demo_dir)
     api.connect_ml_backend(project, backend.url, "broaden")  # Label Studio calls /setup: the first one
-    log = backend.run_worker()
+    log = backend.run_worker(BROADEN_CONNECT_HEAD_TASKS="4")
     assert "project_connected" in log
     tasks = api.list_tasks(project)
     assert len(tasks) == len(task_ids) and all(t["predictions"] and FIELD in t["data"] for t in tasks)
+    # The head first: 4 tasks encoded, then a sync ranked what was encoded (and one batch more)
+    # while 12 waited; the sync after the encoding (and any follow-up) ranked all 16.
+    ranked = [r["ranked"] for r in sync_reports(log)]
+    assert 4 <= ranked[0] < len(task_ids) == ranked[-1], log[-3000:]

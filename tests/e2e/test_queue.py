@@ -42,9 +42,14 @@ def label(api, task_id: int, item: dict, **override: str) -> int:
     )
 
 
+def sync_reports(log: str) -> list[dict]:
+    """The reports of the sync jobs a worker ran, in order."""
+    return [ast.literal_eval(ln.split("sync ", 1)[1]) for ln in log.splitlines() if " sync {" in ln]
+
+
 def total(log: str) -> dict:
     """The reports of the sync jobs a worker ran, added up (a run may need a follow-up job)."""
-    reports = [ast.literal_eval(ln.split("sync ", 1)[1]) for ln in log.splitlines() if " sync {" in ln]
+    reports = sync_reports(log)
     assert reports, log[-3000:]
     out = {k: sum(r[k] for r in reports) for k in ("ranked", "priorities_written", "predictions_written")}
     out["trained"] = next((r["trained"] for r in reports if r["trained"]), None)

@@ -181,3 +181,15 @@ def test_first_setups_queue_a_capped_number_of_connection_jobs_and_a_sync_waits_
     sync_id = producer.sync_after(r, 99, chunks)
     assert Job.fetch(sync_id, connection=r, serializer=JSONSerializer).get_status() == JobStatus.DEFERRED
     assert ProjectMirror(r, 99).hints()[1]  # a full re-read
+
+
+def test_the_head_is_ranked_as_soon_as_its_chunk_is_encoded_ahead_of_the_other_chunks(r):
+    from rq import SimpleWorker
+
+    q = producer.queue(r)
+    head, *rest = [q.enqueue("time.sleep", 0).id for _ in range(3)]  # stand-ins for encoding chunks
+    sync_id = producer.rank_head_after(r, 7, head)
+    job = Job.fetch(sync_id, connection=r, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.DEFERRED and job.kwargs == {"project_id": 7, "encoded_only": True}
+    SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # the head chunk
+    assert q.get_job_ids() == [sync_id, *rest]  # next in line, before the other chunks
