@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import get_args
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -104,21 +104,41 @@ def status(args: argparse.Namespace, settings: Settings) -> None:
             _say(f"  failed {job.id}:")
             for line in textwrap.wrap(reason[0], width=100):  # the whole reason, Label Studio's words included
                 _say(f"    {line}")
-    rows = [("project", "model version", "trained on", "tasks ranked", "last sync")]
-    # Every project broaden has seen: synced, connected, or with nothing but failed jobs (ids name it).
+    rows = [("project", "model version", "trained on", "tasks ranked", "last sync", "in the queue")]
+    work = _queued_work(q)
+    # Every project broaden has seen: synced, connected, with work queued, or with nothing but failed
+    # jobs (job ids name their project).
     seen = {
         keys.project_of(k) for v in (Value.LAST_SYNC, Value.CONNECTED) for k in r.scan_iter(keys.project_pattern(v))
     }
     seen |= {int(m.group(1)) for i in failed.get_job_ids(cleanup=False) if (m := re.search(r"-p(\d+)-", i))}
+    seen |= set(work)
     for project in sorted(seen):
         last = json.loads(ProjectMirror(r, project).get(Value.LAST_SYNC) or "{}")
         info = ProjectState(r, project).model_info()
         ago = f"{time.time() - last['finished_at']:.0f} s ago" if "finished_at" in last else "never"
         rows.append((str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
-                     str(last.get("ranked", 0)), ago))  # fmt: skip
+                     str(last.get("ranked", 0)), ago, work.get(project, "")))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _queued_work(q: Any) -> dict[int, str]:
+    """Per project, its jobs by kind and state: "encode 1 running, encode 4 queued, sync 1 waiting"
+    (waiting: for other jobs to end). A big project's encoding shows its progress here."""
+    import re
+    from collections import Counter
+
+    registries = (("running", q.started_job_registry), ("queued", q), ("waiting", q.deferred_job_registry))
+    counts: Counter[tuple[int, str, str]] = Counter()
+    for state, registry in registries:
+        ids = registry.get_job_ids() if registry is q else registry.get_job_ids(cleanup=False)
+        counts.update((int(m.group(2)), m.group(1), state) for i in ids if (m := re.match(r"([a-z]+)-p(\d+)-", i)))
+    out: dict[int, list[str]] = {}
+    for (project, kind, state), n in counts.items():
+        out.setdefault(project, []).append(f"{kind} {n} {state}")
+    return {project: ", ".join(parts) for project, parts in out.items()}
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> None:

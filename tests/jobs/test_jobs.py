@@ -193,3 +193,14 @@ def test_the_head_is_ranked_as_soon_as_its_chunk_is_encoded_ahead_of_the_other_c
     assert job.get_status() == JobStatus.DEFERRED and job.kwargs == {"project_id": 7, "encoded_only": True}
     SimpleWorker([q], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)  # the head chunk
     assert q.get_job_ids() == [sync_id, *rest]  # next in line, before the other chunks
+
+
+def test_status_shows_each_projects_work_in_the_queue(r, redis_url, monkeypatch, capsys):
+    from broaden import cli
+
+    chunks = [producer.encode(r, 4, [i, i + 1]) for i in range(0, 6, 2)]
+    producer.sync_after(r, 4, chunks)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cli.main(["status"])
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["4"]]
+    assert row.endswith("encode 3 queued, sync 1 waiting")  # a project with only queued work is listed
