@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # first. "likely" labelled near-copies of the positives already found: behind "uncertain" on
     # every set of the suite (BENCHMARKS.md, "On the benchmark suite").
     lsb_seed_order: Literal["uncertain", "likely"] = "uncertain"
+    # lsb-pool: where the seeds' neighbours are searched: the model's fused space, or also the
+    # frozen encoder features, whose looser neighbourhoods reach sub-types not labelled yet.
+    lsb_space: Literal["fused", "both"] = "fused"
     # Labels to hunt, "control:Label,...". Empty: every label rarer than half a uniform share.
     targets: str = ""
     # A labelled task whose earlier prediction was this confident and wrong becomes a seed.

@@ -141,6 +141,7 @@ def rank(rt: Runtime, config: LabelConfig, mirror: ProjectMirror, ids: list[int]
         labels=[labels.get(t) for t in rows],
         mispredicted={i for i, t in enumerate(rows) if t in stored_seeds},
         targets=target_labels(config, labels, s.targets),
+        frozen=scored.frozen,
     )
     if not len(pool.unlabelled):
         return []

@@ -38,7 +38,7 @@ from backend.labelstudio.labelconfig import LabelConfig, Labels, parse_label_con
 from backend.labelstudio.predictions import to_prediction
 from backend.model.encoders import Encoders, load_encoders
 from backend.model.features import TaskFeatures
-from backend.model.predictor import Predictor, forward
+from backend.model.predictor import Predictor, forward, pooled_features
 from backend.model.training import train
 from backend.ranking.pool import build_pool, make_strategy
 from backend.ranking.seeds import (
@@ -241,10 +241,12 @@ class _Run:
         labelled[rng.choice(len(pool_rows), size=min(seed_size, len(pool_rows)), replace=False)] = True
         return cls(ds, pool_rows, test_rows, labelled)
 
-    def pool(self, probs: list[np.ndarray], emb: np.ndarray, targets: set[Target]) -> Pool:
+    def pool(
+        self, probs: list[np.ndarray], emb: np.ndarray, targets: set[Target], frozen: np.ndarray | None = None
+    ) -> Pool:
         """The pool as the workers build it (the same function): test rows past the pool's are cut off."""
         labels = [self.ds.labels[i] if done else None for i, done in zip(self.pool_rows, self.labelled, strict=True)]
-        return build_pool(self.ds.config, probs, emb, labels, self.mispredicted, targets)
+        return build_pool(self.ds.config, probs, emb, labels, self.mispredicted, targets, frozen)
 
     def metrics(self, probs: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
         ds, n = self.ds, len(self.pool_rows)
@@ -302,6 +304,7 @@ def replay(
     run = _Run.start(ds, args.seed_size, rng)
     strategy = make_strategy(arm.strategy, s)
     rows = np.concatenate([run.pool_rows, run.test_rows])
+    frozen = pooled_features([ds.features[i] for i in rows], ds.config, encoders) if s.lsb_space == "both" else None
     out = []
     for rnd in range(args.rounds):
         chosen = run.pool_rows[run.labelled]
@@ -311,7 +314,7 @@ def replay(
         bar.update(1)
         if rnd == args.rounds - 1 or run.labelled.all():
             continue
-        picked = strategy.rank(run.pool(probs, emb, set(targets)), rng)[: args.batch_size]
+        picked = strategy.rank(run.pool(probs, emb, set(targets), frozen), rng)[: args.batch_size]
         for r in picked:
             truth = ds.labels[run.pool_rows[r]]
             if shown_wrong([p[r] for p in probs], truth, ds.config, s.misprediction_confidence):
@@ -492,7 +495,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
     options |= {"audio_free_heads": base.train_audio_free_heads}
     options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
-    options |= {"lsb_seed_order": base.lsb_seed_order}
+    options |= {"lsb_seed_order": base.lsb_seed_order, "lsb_space": base.lsb_space}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}
     started = time.perf_counter()
     with tqdm(total=len(arms) * len(args.seeds) * args.rounds, desc="simulate", unit="round") as bar:

@@ -58,6 +58,7 @@ class Scored:
     predictions: list[Prediction]  # one per input task, empty result where encoding failed
     version: str
     deferred: list[int] = field(default_factory=list)  # positions left unencoded when time ran out
+    frozen: np.ndarray | None = None  # (len(rows), D) encoder features, when LSB searches them too
 
 
 def forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -180,7 +181,11 @@ class Predictor:
         for row, i in enumerate(ok):
             per_task[i] = [p[row] for p in probs]
         predictions = [to_prediction(p, config, version) for p in per_task]
-        return Scored(np.asarray(ok, dtype=np.int64), probs, emb, predictions, version, sorted(feats.deferred))
+        frozen = None
+        if self.settings.lsb_space == "both":
+            frozen = emb if not trained else pooled_features(rows, config, self.encoders)
+        ok_rows = np.asarray(ok, dtype=np.int64)
+        return Scored(ok_rows, probs, emb, predictions, version, sorted(feats.deferred), frozen)
 
     def fit(self, project: int, tasks: list[dict[str, Any]], label_config: str) -> FitResult:
         """Train on the annotated tasks given (Label Studio tasks with their annotations)."""

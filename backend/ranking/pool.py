@@ -26,9 +26,11 @@ def build_pool(
     labels: Sequence[Labels | None],
     mispredicted: Collection[int],
     targets: set[Target],
+    frozen: npt.NDArray[np.float32] | None = None,
 ) -> Pool:
     """Rows are positions: `labels[i]` is row i's labels (None: unlabelled), `mispredicted` holds
-    labelled rows, and probs/embeddings may carry extra rows past len(labels) (a test split)."""
+    labelled rows, and probs/embeddings (and the frozen features, for BROADEN_LSB_SPACE=both) may
+    carry extra rows past len(labels) (a test split)."""
     n = len(labels)
     labelled = np.array([lab is not None for lab in labels], dtype=bool)
     positives = {i for i, lab in enumerate(labels) if lab is not None and is_target_positive(config, lab, targets)}
@@ -41,6 +43,7 @@ def build_pool(
         labelled=labelled,
         seeds=np.array(sorted(positives | set(mispredicted)), dtype=np.int64),
         targets=target_columns(config, targets),
+        frozen=None if frozen is None else frozen[:n],
     )
 
 
@@ -51,4 +54,5 @@ def make_strategy(name: str, settings: Settings) -> Strategy:
     if settings.lsb_threshold is not None:
         options["threshold"] = settings.lsb_threshold
     options["seed_order"] = settings.lsb_seed_order
+    options["space"] = settings.lsb_space
     return STRATEGIES[name](**options)

@@ -35,9 +35,12 @@ class Pool:
     labelled: npt.NDArray[np.bool_]  # (N,)
     seeds: Rows = field(default_factory=lambda: np.zeros(0, np.int64))  # labelled rows that matter
     targets: list[tuple[int, int]] = field(default_factory=list)  # hunted labels: (head, column)
+    frozen: npt.NDArray[np.float32] | None = None  # (N, D): the encoders' features, a second space
 
     def __post_init__(self) -> None:
         self.embeddings = normalise(self.embeddings)
+        if self.frozen is not None:
+            self.frozen = normalise(self.frozen)
 
     @property
     def unlabelled(self) -> Rows:
@@ -45,22 +48,34 @@ class Pool:
 
     @cached_property
     def _index(self) -> VectorIndex:
-        rows = self.unlabelled
-        return VectorIndex(self.embeddings.shape[1]).build(self.embeddings[rows], rows)
+        return self._build(self.embeddings)
 
-    def neighbours(self, rows: Rows, k: int, threshold: float | None = None) -> tuple[npt.NDArray[np.float32], Rows]:
+    @cached_property
+    def _frozen_index(self) -> VectorIndex:
+        assert self.frozen is not None
+        return self._build(self.frozen)
+
+    def _build(self, space: npt.NDArray[np.float32]) -> VectorIndex:
+        rows = self.unlabelled
+        return VectorIndex(space.shape[1]).build(space[rows], rows)
+
+    def neighbours(
+        self, rows: Rows, k: int, threshold: float | None = None, frozen: bool = False
+    ) -> tuple[npt.NDArray[np.float32], Rows]:
         """The k nearest unlabelled rows of each given row: (similarities, rows), -1 where none
-        (with a threshold, also where less similar than that: LSB-LT)."""
-        sims, near = self._index.search(self.embeddings[rows], k)
+        (with a threshold, also where less similar than that: LSB-LT); frozen: in the encoders' space."""
+        space, index = (self.frozen, self._frozen_index) if frozen else (self.embeddings, self._index)
+        assert space is not None
+        sims, near = index.search(space[rows], k)
         if threshold is not None:
             near = np.where(sims >= threshold, near, -1)
         return sims, near
 
-    def neighbourhood(self, rows: Rows, k: int, threshold: float | None = None) -> Rows:
+    def neighbourhood(self, rows: Rows, k: int, threshold: float | None = None, frozen: bool = False) -> Rows:
         """The unlabelled rows among the (threshold-passing) k nearest of any given row, sorted, once."""
         if len(rows) == 0:
             return np.zeros(0, np.int64)
-        _, near = self.neighbours(rows, k, threshold)
+        _, near = self.neighbours(rows, k, threshold, frozen)
         return np.unique(near[near >= 0])
 
 
@@ -214,19 +229,23 @@ class BroadenedPoolSampling(Strategy):
     neighbours, most uncertain first (or, with seed_order="likely" while a label is hunted, the
     likeliest positives first, which in the fused space are near-copies of those found). The
     others go to the whole candidate pool by uncertainty; then the rest of the project by
-    uncertainty; near-duplicates pushed out of the head. The default (BENCHMARKS.md)."""
+    uncertainty; near-duplicates pushed out of the head. space="both": the seeds' neighbours are
+    also searched in the pool's frozen encoder features. The default (BENCHMARKS.md)."""
 
     k: int = 20
     k_pool: int = 10
     threshold: float | None = None
     share: float = 0.5
     seed_order: str = "uncertain"  # uncertain | likely: how the seeds' neighbours are ordered
+    space: str = "fused"  # fused | both: where the seeds' neighbours are searched
     name: str = "lsb-pool"
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Rows:
         score = uncertainty(pool)
         likely = hunted(pool) if self.seed_order == "likely" else None
         seeded = pool.neighbourhood(pool.seeds, self.k, self.threshold)
+        if self.space == "both" and pool.frozen is not None:  # no threshold: cosines differ by space
+            seeded = np.union1d(seeded, pool.neighbourhood(pool.seeds, self.k, frozen=True))
         candidates = np.union1d(pool.neighbourhood(np.flatnonzero(pool.labelled), self.k_pool), seeded)
         first = by_score(seeded, score if likely is None else likely, rng)
         head = interleave(first, by_score(candidates, score, rng), self.share)
@@ -247,7 +266,7 @@ STRATEGIES = {
         k=k, threshold=threshold, share=share
     ),
     # BROADEN_LSB_K around every labelled task, twice that around each seed
-    "lsb-pool": lambda k=10, threshold=None, share=0.5, seed_order="uncertain", **kw: BroadenedPoolSampling(
-        k=2 * k, k_pool=k, threshold=threshold, share=share, seed_order=seed_order
+    "lsb-pool": lambda k=10, threshold=None, share=0.5, seed_order="uncertain", space="fused", **kw: (
+        BroadenedPoolSampling(k=2 * k, k_pool=k, threshold=threshold, share=share, seed_order=seed_order, space=space)
     ),
 }

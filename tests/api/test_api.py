@@ -318,3 +318,12 @@ def test_fit_on_annotated_tasks_changes_the_model_version(settings, encoders, r,
     assert result.version is not None and result.trained_on == len(tasks)
     assert p.model_version(11, config) == result.version != before
     assert result.version.startswith("vlmae-attention-")
+
+
+def test_scores_carry_the_frozen_features_when_lsb_searches_them(settings, encoders, r, demo_dir):
+    from backend.labelstudio.labelconfig import parse_label_config
+
+    tasks, config = demo_tasks(demo_dir)[:3], parse_label_config(CONFIG)
+    assert Predictor(settings, encoders, r).score(tasks, config, None).frozen is None  # the default: fused only
+    both = Predictor(settings.model_copy(update={"lsb_space": "both"}), encoders, r).score(tasks, config, None)
+    assert both.frozen is not None and both.frozen.shape[0] == len(both.rows) == 3

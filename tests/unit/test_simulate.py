@@ -98,6 +98,15 @@ def test_same_seed_same_result(manifest, tmp_path, redis_url, encoders, monkeypa
     assert first["runs"] == second["runs"]
 
 
+def test_searching_the_frozen_features_too_is_recorded_and_replayed(
+    manifest, tmp_path, redis_url, encoders, monkeypatch
+):
+    monkeypatch.setenv("BROADEN_LSB_SPACE", "both")
+    result = _simulate(manifest, tmp_path / "both", redis_url, encoders, monkeypatch)
+    assert result["config"]["lsb_space"] == "both"
+    assert all(len(run["rounds"]) == ROUNDS for run in result["runs"])
+
+
 def test_recall_at_precision() -> None:
     truth = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])

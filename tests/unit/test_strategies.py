@@ -119,12 +119,31 @@ def test_broadened_pool_orders_the_seeds_neighbours_by_uncertainty_or_by_likelih
     assert first in seeded and abs(policy[first, 1] - 0.5) == least_decided
 
 
+def test_lsb_pool_can_search_the_seeds_neighbours_in_the_frozen_features_too():
+    rng = np.random.default_rng(8)
+    pool = clustered_pool(rng, spread=0.6)
+    # The frozen space groups differently: the seed (row 0) sits among rows 50-74 there.
+    frozen = clustered_pool(np.random.default_rng(9), spread=0.6).embeddings.copy()
+    frozen[0] = frozen[50]
+    pool.frozen = frozen
+    pool.labelled[0], pool.seeds = True, np.array([0])
+    fused = BroadenedPoolSampling(k=10, k_pool=1, share=1.0).rank(pool, rng)[:10]
+    assert all(r < 25 for r in fused) and len(pool.neighbourhood(pool.seeds, 10, frozen=True)) == 10
+    both = BroadenedPoolSampling(k=10, k_pool=1, share=1.0, space="both").rank(pool, rng)[:20]
+    assert sum(r < 25 for r in both) == 10 and sum(50 <= r < 75 for r in both) == 10
+    pool.frozen = None  # no frozen features given: the fused space alone
+    assert (
+        sum(r < 25 for r in BroadenedPoolSampling(k=10, k_pool=1, share=1.0, space="both").rank(pool, rng)[:10]) == 10
+    )
+
+
 def test_the_seed_order_setting_reaches_lsb_pool():
     from backend.config import Settings
     from backend.ranking.pool import make_strategy
 
     assert make_strategy("lsb-pool", Settings()).seed_order == "uncertain"
     assert make_strategy("lsb-pool", Settings(lsb_seed_order="likely")).seed_order == "likely"
+    assert make_strategy("lsb-pool", Settings(lsb_space="both")).space == "both"
     assert make_strategy("seals", Settings(lsb_seed_order="likely")).name == "seals"  # others ignore it
 
 
