@@ -23,8 +23,8 @@ import numpy as np
 
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
 # What runs written before a setting existed did (their files do not name it).
-BEFORE_THE_SETTING = {"lsb_seed_order": "likely"}
-LSB_SETTINGS = {"lsb_seed_order", "k", "share", "threshold"}  # they tell only LSB's arms apart
+BEFORE_THE_SETTING = {"lsb_seed_order": "likely", "lsb_space": "fused"}
+LSB_SETTINGS = {"lsb_seed_order", "lsb_space", "k", "share", "threshold"}  # they tell only LSB's arms apart
 
 
 def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict[str, Runs]]:
