@@ -100,6 +100,23 @@ def shoot(page, url: str, path: Path) -> None:
     sys.stdout.write(f"saved {path}\n")
 
 
+def trim_columns(api: LabelStudioApi, project: int) -> int:
+    """Hide the HIDDEN columns in the ranked tab; returns the tab's id."""
+    views = api.http.get("/api/dm/views", params={"project": project}).json()
+    view = next(v for v in views if v["data"]["title"] == Settings().ranked_tab)
+    data = {**view["data"], "hiddenColumns": {"explore": [f"tasks:{c}" for c in HIDDEN], "labeling": []}}
+    api.http.patch(f"/api/dm/views/{view['id']}", json={"project": project, "data": data}).raise_for_status()
+    return int(view["id"])
+
+
+def log_in(page, url: str, user: str, password: str) -> None:
+    page.goto(f"{url}/user/login")
+    page.fill("input[name=email]", user)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation(wait_until="domcontentloaded"):
+        page.click("button[type=submit]")
+
+
 def label_head(api: LabelStudioApi, project: int, workdir: Path, items: int, field: str, n: int) -> None:
     """The n highest-priority tasks get the demo set's true labels; tasks were imported in manifest order."""
     config = parse_label_config((ROOT / "label_config.xml").read_text())
@@ -135,19 +152,11 @@ def main() -> int:
         try:
             api = LabelStudioApi(url, DEFAULT_TOKEN)
             before = wait_for("the tasks to be pre-labelled and ranked", lambda: ranked(api, project, field))
-            views = api.http.get("/api/dm/views", params={"project": project}).json()
-            view = next(v for v in views if v["data"]["title"] == Settings().ranked_tab)
-            tab, data = view["id"], view["data"]
-            data["hiddenColumns"] = {"explore": [f"tasks:{c}" for c in HIDDEN], "labeling": []}
-            api.http.patch(f"/api/dm/views/{tab}", json={"project": project, "data": data}).raise_for_status()
+            tab = trim_columns(api, project)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
                 page = browser.new_page(viewport={"width": 1440, "height": 900})
-                page.goto(f"{url}/user/login")
-                page.fill("input[name=email]", user)
-                page.fill("input[name=password]", password)
-                with page.expect_navigation(wait_until="domcontentloaded"):
-                    page.click("button[type=submit]")
+                log_in(page, url, user, password)
                 tab_url = f"{url}/projects/{project}/data?tab={tab}"
                 shoot(page, tab_url, args.out / "ranked-before.png")
                 label_head(api, project, workdir, args.items, field, N_LABELS)

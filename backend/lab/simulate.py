@@ -196,6 +196,9 @@ def recall_at_precision(scores: np.ndarray, truth: np.ndarray, min_precision: fl
 
 
 def macro_f1(probs: list[np.ndarray], labels: list[Labels], config: LabelConfig) -> dict[str, float]:
+    """Per control, the mean F1 over all of its labels (0 for a label neither true nor predicted in
+    these rows). Over the control's whole label set, not just the labels these rows happen to hold:
+    on a subset of negatives (look-alikes) one false alarm then costs its share, not half the score."""
     out = {}
     for h, control in enumerate(config.controls):
         rows = [i for i, lab in enumerate(labels) if lab[h] is not None]
@@ -206,7 +209,10 @@ def macro_f1(probs: list[np.ndarray], labels: list[Labels], config: LabelConfig)
         if control.multiple:
             out[control.name] = float(f1_score(truth, p >= 0.5, average="macro", zero_division=0))
         else:
-            out[control.name] = float(f1_score(truth.argmax(1), p.argmax(1), average="macro", zero_division=0))
+            every = list(range(len(control.labels)))
+            out[control.name] = float(
+                f1_score(truth.argmax(1), p.argmax(1), labels=every, average="macro", zero_division=0)
+            )
     return out
 
 

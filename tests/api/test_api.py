@@ -266,7 +266,7 @@ def test_predict_budget_holds_across_slow_fetches(settings, encoders, r, tmp_pat
     assert ProjectMirror(r, 9).hints()[0] == list(range(17, 41))  # all but the first batch of 16 media
 
 
-def test_encoder_outputs_are_cached_by_content_and_a_changed_file_is_re_encoded(settings, encoders, r, demo_dir, tmp_path):
+def test_encoder_outputs_are_cached_by_content_and_a_changed_file_re_encoded(settings, encoders, r, demo_dir, tmp_path):
     import shutil
 
     from PIL import Image

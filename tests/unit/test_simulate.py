@@ -107,6 +107,22 @@ def test_searching_the_frozen_features_too_is_recorded_and_replayed(
     assert all(len(run["rounds"]) == ROUNDS for run in result["runs"])
 
 
+def test_macro_f1_averages_over_every_label_of_a_control() -> None:
+    from backend.labelstudio.labelconfig import parse_label_config as parse
+
+    config = parse(
+        '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="ok"/>'
+        '<Choice value="bad"/><Choice value="other"/></Choices></View>'
+    )
+    negatives = [(["ok"],)] * 10  # a subset of look-alikes: all "ok"
+    clean = np.tile([0.9, 0.05, 0.05], (10, 1))
+    one_alarm = clean.copy()
+    one_alarm[0] = [0.1, 0.8, 0.1]
+    perfect, alarmed = (simulate.macro_f1([p], negatives, config)["c"] for p in (clean, one_alarm))
+    assert perfect == pytest.approx(1 / 3)  # F1 1 on "ok", 0 on the two labels absent here
+    assert alarmed == pytest.approx((2 * 9 / 19) / 3)  # one false alarm costs its share, not half
+
+
 def test_recall_at_precision() -> None:
     truth = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
