@@ -54,9 +54,14 @@ def load(paths: list[str], fusion: str | None, by: list[str]) -> tuple[str, dict
     return targets.pop(), sets
 
 
+METRICS = {"recall_at_80p": "recall@80%P", "average_precision": "average precision"}
+METRIC = "recall_at_80p"  # the one compared; main() sets it from --metric
+
+
 def recall(rounds: list[dict], target: str, at: int | None) -> float:
-    """recall@80%P at one round (None: averaged over all rounds, the area under the curve)."""
-    values = [r["recall_at_80p"][target] or 0.0 for r in rounds]
+    """The metric (recall@80%P by default) at one round (None: averaged over all rounds, the area
+    under the curve)."""
+    values = [r[METRIC][target] or 0.0 for r in rounds]
     return float(np.mean(values)) if at is None else float(values[at])
 
 
@@ -78,14 +83,12 @@ def paired(pairs: list[tuple[Runs, str, str]], target: str, at: int | None) -> s
 
 
 def at_budgets(runs: Runs, target: str, budgets: list[int]) -> None:
-    """Per arm and budget (labels): mean ± std, median and worst seed of recall@80%P."""
+    """Per arm and budget (labels): mean ± std, median and worst seed of the metric."""
     print("| arm | labels | seeds | mean ± std | median | worst seed |")
     print("|---|---|---|---|---|---|")
     for n in budgets:
         for strategy, by_seed in runs.items():
-            values = [
-                r["recall_at_80p"][target] or 0.0 for s in sorted(by_seed) for r in by_seed[s] if r["labelled"] == n
-            ]
+            values = [r[METRIC][target] or 0.0 for s in sorted(by_seed) for r in by_seed[s] if r["labelled"] == n]
             if values:
                 print(f"| {strategy} | {n} | {len(values)} | {np.mean(values):.3f} ± {np.std(values):.3f} "
                       f"| {np.median(values):.2f} | {min(values):.2f} |")  # fmt: skip
@@ -115,8 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
     p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")
     p.add_argument("--at", type=int, nargs="+", help="also a table at these label budgets, e.g. 100 200 300")
+    p.add_argument("--metric", choices=list(METRICS), default="recall_at_80p", help="what is compared (runs written "
+                   "before average precision was recorded have only recall@80%%P)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="compare a tiny `broaden simulate` run made here (no files)")
     args = p.parse_args(argv)
+    global METRIC
+    METRIC = args.metric
     if args.quick and not args.runs:
         with tempfile.TemporaryDirectory(prefix="broaden-compare-") as tmp:
             compare([quick_simulation(Path(tmp), args.base)], args)
@@ -142,7 +149,7 @@ def quick_simulation(out: Path, base: str) -> str:
 
 def compare(runs: list[str], args: argparse.Namespace) -> None:
     target, sets = load(runs, args.fusion, args.by)
-    print(f"recall@80%P of {target}; last round and mean over rounds; mean ± std over seeds")
+    print(f"{METRICS[METRIC]} of {target}; last round and mean over rounds; mean ± std over seeds")
     for manifest, runs in sets.items():
         print(f"\n{manifest}")
         report(runs, target, args.base)

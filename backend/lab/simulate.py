@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import redis
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import average_precision_score, f1_score
 from tqdm import tqdm
 
 from backend import __version__
@@ -279,14 +279,16 @@ def test_quality(ds: Dataset, test_rows: np.ndarray, test: list[np.ndarray], tar
 
 def _quality(ds: Dataset, rows: np.ndarray, test: list[np.ndarray], targets: list[Target]) -> dict[str, Any]:
     test_labels = [ds.labels[i] for i in rows]
-    recall = {}
+    recall, ap = {}, {}
     for control, label in targets:
         h = next(i for i, c in enumerate(ds.config.controls) if c.name == control)
         scores = np.nan_to_num(test[h][:, ds.config.controls[h].labels.index(label)], nan=0.0)
         truth = np.array([label in (lab[h] or []) for lab in test_labels], dtype=bool)
         # None where these rows hold no positive: there is no recall to measure (a tag of negatives)
         recall[f"{control}:{label}"] = recall_at_precision(scores, truth) if truth.any() else None
-    return {"recall_at_80p": recall, "macro_f1": macro_f1(test, test_labels, ds.config)}
+        # the area under the precision-recall curve: the whole ranking, steadier than one threshold
+        ap[f"{control}:{label}"] = float(average_precision_score(truth, scores)) if truth.any() else None
+    return {"recall_at_80p": recall, "average_precision": ap, "macro_f1": macro_f1(test, test_labels, ds.config)}
 
 
 @dataclass

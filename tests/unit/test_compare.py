@@ -81,3 +81,14 @@ def test_a_file_can_lend_only_some_of_its_strategies(tmp_path) -> None:
     assert [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")] == [
         [(0.2, 0.0, 1, 0, 1), (0.1, 0.0, 1, 0, 1)]
     ]
+
+
+def test_average_precision_can_be_compared_instead(tmp_path) -> None:
+    result = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.0], ("seals", 0): [0.0, 0.0]})
+    for run, ap in zip(result["runs"], ([0.3, 0.7], [0.2, 0.4]), strict=True):
+        for rnd, v in zip(run["rounds"], ap, strict=True):
+            rnd["average_precision"] = {TARGET: v}
+    lines = _compare(tmp_path, result, options=("--metric", "average_precision"))
+    assert lines[0].startswith("average precision of policy:Violation")
+    (minus,) = [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")]
+    assert minus[0][0] == pytest.approx(0.3) and minus[1][0] == pytest.approx(0.2)  # last round; over rounds

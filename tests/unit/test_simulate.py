@@ -69,6 +69,8 @@ def test_output_shape_and_sanity(manifest, tmp_path, redis_url, encoders, monkey
         for r in rounds:
             assert set(r["recall_at_80p"]) == targets
             assert all(0.0 <= v <= 1.0 for v in r["recall_at_80p"].values())
+            assert set(r["average_precision"]) == targets
+            assert all(0.0 < v <= 1.0 for v in r["average_precision"].values())  # positives exist: above 0
             assert set(r["macro_f1"]) == {"category", "policy"}
             assert all(0.0 <= v <= 1.0 for v in r["macro_f1"].values())
             assert 0.0 <= r["positives_per_100"] <= 100.0
