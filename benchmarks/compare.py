@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fusion", help="only runs of this fusion (default: all; one per strategy expected)")
     p.add_argument("--by", nargs="+", default=[], help="settings that tell arms apart, e.g. k share threshold")
     p.add_argument("--at", type=int, nargs="+", help="also a table at these label budgets, e.g. 100 200 300")
+    p.add_argument("--target", help="the hunted label to compare, control:Label (default: each file's first)")
     p.add_argument("--metric", choices=list(METRICS), default="recall_at_80p", help="what is compared (runs written "
                    "before average precision was recorded have only recall@80%%P)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="compare a tiny `broaden simulate` run made here (no files)")
@@ -149,6 +150,7 @@ def quick_simulation(out: Path, base: str) -> str:
 
 def compare(runs: list[str], args: argparse.Namespace) -> None:
     target, sets = load(runs, args.fusion, args.by)
+    target = args.target or target
     print(f"{METRICS[METRIC]} of {target}; last round and mean over rounds; mean ± std over seeds")
     for manifest, runs in sets.items():
         print(f"\n{manifest}")

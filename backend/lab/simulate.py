@@ -169,7 +169,8 @@ def _nothing_usable(problems: dict[int, str], n: int) -> str:
 
 
 def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
-    """Explicit targets in the given order (checked against the config), else the pool's rare labels."""
+    """Explicit targets in the given order (checked against the config), else the pool's rare labels,
+    the rarest first (the one reports lead with)."""
     pool_labels = {i: lab for i, lab in enumerate(ds.labels) if ds.splits[i] != "test"}
     if explicit.strip():
         ordered = parse_targets(explicit)
@@ -181,7 +182,8 @@ def resolve_targets(ds: Dataset, explicit: str) -> list[Target]:
         head = ds.config.controls[0]
         counts = {lab: sum(lab in (t[0] or []) for t in pool_labels.values()) for lab in head.labels}
         found = {(head.name, min(counts, key=lambda lab: (counts[lab], lab)))}
-    return sorted(found)
+    count = {t: sum(is_target_positive(ds.config, lab, {t}) for lab in pool_labels.values()) for t in found}
+    return sorted(found, key=lambda t: (count[t], t))
 
 
 def recall_at_precision(scores: np.ndarray, truth: np.ndarray, min_precision: float = MIN_PRECISION) -> float:

@@ -92,3 +92,14 @@ def test_average_precision_can_be_compared_instead(tmp_path) -> None:
     assert lines[0].startswith("average precision of policy:Violation")
     (minus,) = [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")]
     assert minus[0][0] == pytest.approx(0.3) and minus[1][0] == pytest.approx(0.2)  # last round; over rounds
+
+
+def test_another_hunted_label_can_be_compared(tmp_path) -> None:
+    result = _result("a.jsonl", {("lsb-pool", 0): [0.0, 0.5], ("seals", 0): [0.0, 0.1]})
+    for run in result["runs"]:
+        for rnd in run["rounds"]:
+            rnd["recall_at_80p"]["policy:Other"] = 0.0
+    lines = _compare(tmp_path, result, options=("--target", "policy:Other"))
+    assert lines[0].startswith("recall@80%P of policy:Other")
+    (minus,) = [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")]
+    assert minus[0][0] == 0.0

@@ -188,6 +188,16 @@ def test_targets_are_checked_against_the_config() -> None:
         simulate.resolve_targets(ds, "policy:Violation,policy:Fraud")
 
 
+def test_the_rarest_label_leads_the_targets() -> None:
+    config = parse_label_config(
+        "<View><Text name='t' value='$text'/><Choices name='verdict' toName='t'><Choice value='keep'/>"
+        "<Choice value='flag'/><Choice value='remove'/></Choices></View>"
+    )
+    labels = [[["keep"]]] * 16 + [[["flag"]]] * 3 + [[["remove"]]]  # both rare; "remove" the rarer
+    ds = simulate.Dataset(config, [{}] * 20, labels, ["pool"] * 20, [[]] * 20)
+    assert simulate.resolve_targets(ds, "") == [("verdict", "remove"), ("verdict", "flag")]
+
+
 def test_absolute_paths_elsewhere_are_read_without_media_roots(manifest, tmp_path, redis_url, encoders, monkeypatch):
     """The user chose the manifest: files it names by absolute path are readable wherever they are."""
     monkeypatch.delenv("BROADEN_MEDIA_ROOTS", raising=False)
