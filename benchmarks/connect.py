@@ -24,12 +24,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import redis
-from common import ROOT, cpu_model, free_port, own_redis
-from label_to_queue import CONFIG, _healthy, start, stop, wait_until
+from common import ROOT, cpu_model, free_port
+from label_to_queue import CONFIG, _healthy, start, start_services, stop, wait_until
 
 from backend.config import Settings
 from backend.lab.demo import build_demo
-from backend.lab.labelstudio_server import LabelStudioServer, ensure_labelstudio_venv
 from backend.store.keys import Hash, Value
 from backend.store.state import ProjectMirror
 
@@ -79,12 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = work / "demo"
     build_demo(demo, n_items=args.tasks, seed=0)
     with ExitStack() as stack:
-        stack.callback(print, f"logs in {work}")
-        redis_url = stack.enter_context(own_redis(work))
-        r = redis.Redis.from_url(redis_url)
-        stack.callback(r.close)
-        ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
-        stack.callback(ls.stop)
+        redis_url, r, ls = start_services(stack, work)
         port = free_port()
         env = {**os.environ, "REDIS_URL": redis_url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token}
         env |= {"PYTHONPATH": str(ROOT), "BROADEN_LOG_LEVEL": "INFO", "BROADEN_CONNECT_HEAD_TASKS": str(head)}

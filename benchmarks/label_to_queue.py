@@ -62,6 +62,17 @@ def last_sync(r: redis.Redis, project: int) -> dict:
     return json.loads(raw) if raw else {}
 
 
+def start_services(stack: ExitStack, work: Path) -> tuple[str, redis.Redis, LabelStudioServer]:
+    """A private Redis and a real Label Studio under work, stopped when the stack closes."""
+    stack.callback(print, f"logs in {work}")
+    redis_url = stack.enter_context(own_redis(work))
+    r = redis.Redis.from_url(redis_url)
+    stack.callback(r.close)
+    ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
+    stack.callback(ls.stop)
+    return redis_url, r, ls
+
+
 def make_project(api, n: int, demo: Path, backend_url: str) -> tuple[int, list[int]]:
     project = api.create_project(f"latency {n}", CONFIG)
     api.connect_ml_backend(project, backend_url, "broaden")
@@ -134,12 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     build_demo(demo, n_items=args.demo_items, seed=0)
     items = [json.loads(line) for line in (demo / "manifest.jsonl").read_text().splitlines()]
     with ExitStack() as stack:
-        stack.callback(print, f"logs in {work}")
-        redis_url = stack.enter_context(own_redis(work))
-        r = redis.Redis.from_url(redis_url)
-        stack.callback(r.close)
-        ls = LabelStudioServer(work / "ls", executable=ensure_labelstudio_venv()).start()
-        stack.callback(ls.stop)
+        redis_url, r, ls = start_services(stack, work)
         backend_port = free_port()
         env = {
             **os.environ,
