@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # it, such a label paid 1-2 points of macro-F1 for the audio (BENCHMARKS.md, "Heads the audio
     # does not decide").
     train_audio_free_heads: bool = True
+    # Models trained alike from seeds seed, seed+1, ...; their probabilities are averaged. With a
+    # few rare positives, the training seed alone moved recall@80%P from 0.33 to 0.00 on the same
+    # labels (BENCHMARKS.md, "Training seeds").
+    train_members: int = Field(default=1, ge=1, le=8)
     seed: int = 0
 
     # Ranking (LSB). Defaults chosen by the backtests in BENCHMARKS.md.

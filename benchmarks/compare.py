@@ -23,7 +23,7 @@ import numpy as np
 
 Runs = dict[str, dict[int, list[dict]]]  # strategy -> seed -> rounds
 # What runs written before a setting existed did (their files do not name it).
-BEFORE_THE_SETTING = {"lsb_seed_order": "likely", "lsb_space": "fused"}
+BEFORE_THE_SETTING = {"lsb_seed_order": "likely", "lsb_space": "fused", "members": 1}
 LSB_SETTINGS = {"lsb_seed_order", "lsb_space", "k", "share", "threshold"}  # they tell only LSB's arms apart
 
 

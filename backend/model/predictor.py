@@ -27,7 +27,7 @@ from backend.model.encoders import Encoders
 from backend.model.features import FeatureStore, Featurized, MemoryCache, feature_objects
 from backend.model.media import MediaFetcher
 from backend.model.training import from_bytes, to_bytes, train
-from backend.model.vlmae import VLMAE, collate
+from backend.model.vlmae import Model, collate
 from backend.store.state import ProjectState
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ class Scored:
     frozen: np.ndarray | None = None  # (len(rows), D) encoder features, when LSB searches them too
 
 
-def forward(model: VLMAE, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+def forward(model: Model, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
     """Per-head probabilities (N, C) and fused embeddings (N, d) of encoded tasks, in batches."""
     if not rows:
-        return [np.zeros((0, n), np.float32) for _, n, _ in model.cfg.heads], np.zeros((0, model.cfg.d_model))
+        return [np.zeros((0, n), np.float32) for _, n, _ in model.cfg.heads], np.zeros((0, model.dim))
     probs: list[list[np.ndarray]] = [[] for _ in model.cfg.heads]
     embs = []
     with torch.inference_mode():
@@ -109,7 +109,7 @@ class Predictor:
         self.media_headers = media_headers
         # Decoded encoder outputs kept in this process: rescoring a project reads Redis only for new media.
         self.memory = MemoryCache(settings.feature_memory_mb * 1024 * 1024)
-        self._models: OrderedDict[str, VLMAE] = OrderedDict()
+        self._models: OrderedDict[str, Model] = OrderedDict()
         self._label_vectors: dict[tuple[str, ...], np.ndarray] = {}
 
     # -- protocol
@@ -219,7 +219,7 @@ class Predictor:
             store = FeatureStore(self.r, self.settings, self.encoders, fetcher, self.memory)
             return store.featurize(tasks, config, until)
 
-    def _trained(self, project: int | None, config: LabelConfig) -> tuple[str, VLMAE] | None:
+    def _trained(self, project: int | None, config: LabelConfig) -> tuple[str, Model] | None:
         if project is None:
             return None
         state = ProjectState(self.r, project)
@@ -238,7 +238,7 @@ class Predictor:
         self._models.move_to_end(version)
         return version, model
 
-    def _remember(self, version: str, model: VLMAE) -> None:
+    def _remember(self, version: str, model: Model) -> None:
         self._models[version] = model
         while len(self._models) > MODEL_CACHE_SIZE:
             self._models.popitem(last=False)

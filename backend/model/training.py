@@ -20,7 +20,7 @@ from backend.config import Settings
 from backend.labelstudio.labelconfig import LabelConfig, Labels
 from backend.model.encoders import Encoders
 from backend.model.features import feature_objects
-from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, FusionConfig, collate
+from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, Ensemble, FusionConfig, Model, collate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ AUDIO_FREE_MIN_TASKS = 10
 
 @dataclass
 class TrainedModel:
-    model: VLMAE
+    model: Model
     version: str
     fingerprint: str  # label config fingerprint it was trained for
     n_train: int
@@ -105,7 +105,8 @@ def train(
     With audio and `train_audio_free_heads`, a first model finds the heads that lean on the photo
     and text far more than on the audio; the model returned is trained again with those heads
     reading each task without its audio, so that a label the audio does not decide cannot
-    over-fit to it (BENCHMARKS.md, "Heads the audio does not decide")."""
+    over-fit to it (BENCHMARKS.md, "Heads the audio does not decide"). With `train_members` > 1,
+    more models are trained alike from the next seeds and used together (`Ensemble`)."""
     started = time.perf_counter()
     cfg = fusion_config(config, encoders, settings.fusion)
     batch = collate(features, cfg)
@@ -115,11 +116,16 @@ def train(
     if settings.train_audio_free_heads and cfg.fusion != "none" and _audio_rows(batch).any():
         free = audio_free_heads(model, batch, ys, has)
         if any(free):
-            model = _fit(replace(cfg, audio_free=free), batch, ys, has, settings)
+            cfg = replace(cfg, audio_free=free)
+            model = _fit(cfg, batch, ys, has, settings)
+    if settings.train_members > 1:
+        more = [settings.model_copy(update={"seed": settings.seed + k}) for k in range(1, settings.train_members)]
+        model = Ensemble([model, *(_fit(cfg, batch, ys, has, s) for s in more)])
     without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
     log.info(
-        "trained on %d tasks, %d epochs in %.2fs; heads without audio: %s",
-        len(features), training_epochs(len(features), settings), time.perf_counter() - started, without_audio or "none",
+        "trained %d model(s) on %d tasks, %d epochs in %.2fs; heads without audio: %s",
+        settings.train_members, len(features), training_epochs(len(features), settings),
+        time.perf_counter() - started, without_audio or "none",
     )  # fmt: skip
     blob = to_bytes(model)
     return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
@@ -190,20 +196,23 @@ def _index(batch: Batch, idx: torch.Tensor) -> Batch:
     )
 
 
-def to_bytes(model: VLMAE) -> bytes:
+def to_bytes(model: Model) -> bytes:
+    weights = {"members": [m.state_dict() for m in model.members]} if isinstance(model, Ensemble) else {}
     buf = io.BytesIO()
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict()}, buf)
+    torch.save({"config": asdict(model.cfg), **(weights or {"state_dict": model.state_dict()})}, buf)
     return buf.getvalue()
 
 
-def from_bytes(blob: bytes) -> VLMAE:
+def from_bytes(blob: bytes) -> Model:
     saved = torch.load(io.BytesIO(blob), weights_only=True)
     cfg = saved["config"]
     cfg["objects"] = [tuple(o) for o in cfg["objects"]]
     cfg["heads"] = [tuple(h) for h in cfg["heads"]]
-    model = VLMAE(FusionConfig(**cfg))
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
+    members = []
+    for state in saved.get("members") or [saved["state_dict"]]:
+        members.append(VLMAE(FusionConfig(**cfg)))
+        members[-1].load_state_dict(state)
+    return (members[0] if len(members) == 1 else Ensemble(members)).eval()
 
 
 def version_of(blob: bytes, fusion: str) -> str:

@@ -132,6 +132,11 @@ class VLMAE(nn.Module):
             pooled = self.mean_proj(torch.cat([pooled, _masked_mean(*audio)], -1))
         return self.norm(pooled)
 
+    @property
+    def dim(self) -> int:
+        """Width of `embed`'s output."""
+        return self.cfg.d_model
+
     def forward(self, batch: Batch) -> list[torch.Tensor]:
         """Logits per head, each (B, n_labels)."""
         return self.logits(batch, self.embed(batch))
@@ -174,6 +179,43 @@ class VLMAE(nn.Module):
                 total = total + F.cross_entropy(lg, y.argmax(-1), weight=w, label_smoothing=LABEL_SMOOTHING)
             count += 1
         return total / max(count, 1)
+
+
+class Ensemble(nn.Module):
+    """VLMAE models trained alike from different seeds, used as one: their probabilities are
+    averaged, and the latent space is their embeddings side by side (each ends in a LayerNorm, so
+    the cosine of two tasks is close to the members' mean cosine)."""
+
+    def __init__(self, members: list[VLMAE]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.d_model * len(self.members)
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        return torch.cat([m.embed(batch) for m in self.members], -1)
+
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        return self.logits(batch, self.embed(batch))
+
+    def logits(self, batch: Batch, z: torch.Tensor) -> list[torch.Tensor]:
+        """Logits whose probabilities are the members' mean probabilities."""
+        chunks = z.split(self.cfg.d_model, -1)
+        each = [m.probabilities(m.logits(batch, zm)) for m, zm in zip(self.members, chunks, strict=True)]
+        out = []
+        for probs, (_, _, multiple) in zip(zip(*each, strict=True), self.cfg.heads, strict=True):
+            p = torch.stack(probs).mean(0).clamp(1e-7, 1 - 1e-7)
+            out.append(torch.logit(p) if multiple else p.log())  # softmax(log p) = p, as p sums to 1
+        return out
+
+    def probabilities(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.members[0].probabilities(logits)
+
+
+Model = VLMAE | Ensemble  # what training returns and the predictor serves
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

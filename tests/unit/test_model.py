@@ -11,7 +11,7 @@ from backend.model.training import (
     training_epochs,
     version_of,
 )
-from backend.model.vlmae import AUDIO_SIDE, VLMAE, FusionConfig, collate
+from backend.model.vlmae import AUDIO_SIDE, VLMAE, Ensemble, FusionConfig, collate
 
 
 def config(fusion: str) -> FusionConfig:
@@ -120,6 +120,26 @@ def test_save_load_round_trip_and_version():
     with torch.no_grad():
         again.heads[0].bias += 1
     assert version_of(to_bytes(again), "mean") != version_of(blob, "mean")
+
+
+def test_an_ensemble_averages_its_members_probabilities_and_saves_them_all():
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(VLMAE(config("attention")).eval())
+    ensemble = Ensemble(members).eval()
+    batch = collate([features(np.random.default_rng(s)) for s in range(4)], ensemble.cfg)
+    with torch.inference_mode():
+        z = ensemble.embed(batch)
+        assert z.shape == (4, ensemble.dim) == (4, 3 * 16)
+        mixed = ensemble.probabilities(ensemble.logits(batch, z))
+        each = [m.probabilities(m(batch)) for m in members]
+        for h in range(2):  # a single-choice and a multiple-choice head
+            assert torch.allclose(mixed[h], torch.stack([p[h] for p in each]).mean(0), atol=1e-6)
+        again = from_bytes(to_bytes(ensemble))
+        assert isinstance(again, Ensemble) and len(again.members) == 3
+        assert torch.allclose(again(batch)[1], ensemble(batch)[1])
+    assert version_of(to_bytes(ensemble), "attention") != version_of(to_bytes(members[0]), "attention")
 
 
 def test_training_takes_the_set_epochs_up_to_a_budget_of_steps():
