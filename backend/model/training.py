@@ -197,9 +197,12 @@ def _index(batch: Batch, idx: torch.Tensor) -> Batch:
 
 
 def to_bytes(model: Model) -> bytes:
-    weights = {"members": [m.state_dict() for m in model.members]} if isinstance(model, Ensemble) else {}
+    if isinstance(model, Ensemble):
+        weights = {"members": [m.state_dict() for m in model.members]}
+    else:
+        weights = {"state_dict": model.state_dict()}
     buf = io.BytesIO()
-    torch.save({"config": asdict(model.cfg), **(weights or {"state_dict": model.state_dict()})}, buf)
+    torch.save({"config": asdict(model.cfg), **weights}, buf)
     return buf.getvalue()
 
 

@@ -109,14 +109,12 @@ def test_searching_the_frozen_features_too_is_recorded_and_replayed(
     assert all(len(run["rounds"]) == ROUNDS for run in result["runs"])
 
 
-def test_an_ensemble_is_recorded_and_its_first_member_is_the_single_model(
-    manifest, tmp_path, redis_url, encoders, monkeypatch
-):
+def test_an_ensemble_is_recorded_and_scores_otherwise(manifest, tmp_path, redis_url, encoders, monkeypatch):
     single = _simulate(manifest, tmp_path / "one", redis_url, encoders, monkeypatch)
     monkeypatch.setenv("BROADEN_TRAIN_MEMBERS", "2")
     pair = _simulate(manifest, tmp_path / "two", redis_url, encoders, monkeypatch)
     assert (single["config"]["members"], pair["config"]["members"]) == (1, 2)
-    # the same seed labels, then the average of two models scores the test items differently
+    # the same rounds, and the average of two models scores the test items otherwise than one
     assert [r["labelled"] for r in single["runs"][0]["rounds"]] == [r["labelled"] for r in pair["runs"][0]["rounds"]]
     assert single["runs"][0]["rounds"][0]["macro_f1"] != pair["runs"][0]["rounds"][0]["macro_f1"]
 
