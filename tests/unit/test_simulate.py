@@ -110,6 +110,7 @@ def test_searching_the_frozen_features_too_is_recorded_and_replayed(
 
 
 def test_an_ensemble_is_recorded_and_scores_otherwise(manifest, tmp_path, redis_url, encoders, monkeypatch):
+    monkeypatch.setenv("BROADEN_TRAIN_MEMBERS", "1")
     single = _simulate(manifest, tmp_path / "one", redis_url, encoders, monkeypatch)
     monkeypatch.setenv("BROADEN_TRAIN_MEMBERS", "2")
     pair = _simulate(manifest, tmp_path / "two", redis_url, encoders, monkeypatch)
