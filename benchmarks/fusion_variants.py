@@ -146,7 +146,7 @@ def train_and_score(ds, pool: list[int], test: list[int], labels: int, seed: int
     policy macro-F1, recall@80%P of Violation over all test items and over `audio_sensitive` ones."""
     config = ds.config
     chosen = np.random.default_rng(seed).choice(pool, size=min(labels, len(pool)), replace=False)
-    s = settings.model_copy(update={"seed": seed})
+    s = settings.model_copy(update={"seed": seed, "train_members": 1})  # variants of one model's layer
     trained = training.train([ds.features[i] for i in chosen], [ds.labels[i] for i in chosen], config, encoders, s)
     probs = predict(trained.model, [ds.features[i] for i in test])
     f1 = macro_f1(probs, [ds.labels[i] for i in test], config)

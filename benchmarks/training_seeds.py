@@ -21,11 +21,13 @@ from common import encoded_demo, ensure_malloc_env, out, training_footer
 
 
 def trained(ds, rows: list[int], inits: list[int], encoders, settings) -> list:
-    """One model per training seed on the same labelled rows."""
+    """One model per training seed on the same labelled rows (single models: the ensembles are
+    built here from them)."""
     from backend.model.training import train
 
     feats, labels = [ds.features[i] for i in rows], [ds.labels[i] for i in rows]
-    return [train(feats, labels, ds.config, encoders, settings.model_copy(update={"seed": s})).model for s in inits]
+    one = [settings.model_copy(update={"seed": s, "train_members": 1}) for s in inits]
+    return [train(feats, labels, ds.config, encoders, s).model for s in one]
 
 
 def quality(ds, model, test: list[int], target: tuple[str, str]) -> tuple[float, float]:
