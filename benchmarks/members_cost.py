@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from common import code_version, cpu_model, encoded_demo, ensure_malloc_env, out
+from common import encoded_demo, ensure_malloc_env, out, training_footer
 
 
 def one_round(ds, settings, encoders, rows: list[int], project: list[int], members: int) -> dict[str, float]:
@@ -75,10 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             med = _medians(times[m])
             cells = [f"{med[k]:.2f} ({med[k] / base[k]:.2f}x)" for k in med]
             out(f"| {n} | {m} | " + " | ".join(cells) + " |")
-    out()
-    out(f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
-    out(f"- code: git {code_version()}; {rounds} rounds, torch threads {settings.torch_threads}")
-    out(f"- load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}; {time.time() - started:.0f} s")
+    training_footer([settings.seed], manifest, started, load)
+    out(f"- {rounds} rounds; ratios are to {members[0]} member(s) in the same rounds")
 
 
 def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
