@@ -234,15 +234,18 @@ def collate(features: list[dict[str, np.ndarray]], cfg: FusionConfig) -> Batch:
             for f in features
         ]
         width = max([1] + [sum(len(a) for _, a in row) for row in rows])
-        t = torch.zeros(len(rows), width, dim)
-        o = torch.zeros(len(rows), width, dtype=torch.long)
-        m = torch.zeros(len(rows), width, dtype=torch.bool)
+        # Filled in numpy, handed to torch once: indexing torch tensors slice by slice made this ~10
+        # times slower (30-60 ms for 100 tasks, a third of a cached /predict).
+        t = np.zeros((len(rows), width, dim), np.float32)
+        o = np.zeros((len(rows), width), np.int64)
+        m = np.zeros((len(rows), width), bool)
         for b, row in enumerate(rows):
             at = 0
             for obj, arr in row:
                 n = len(arr)
-                t[b, at : at + n] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+                t[b, at : at + n] = arr
                 o[b, at : at + n], m[b, at : at + n] = obj, True
                 at += n
+        t, o, m = torch.from_numpy(t), torch.from_numpy(o), torch.from_numpy(m)
         tokens[modality], objects[modality], masks[modality] = t, o, m
     return Batch(tokens, objects, masks)

@@ -45,6 +45,26 @@ def test_shapes_and_tasks_without_audio():
         assert model.embed(batch).shape == (3, 16)
 
 
+def test_collate_pads_each_modality_and_marks_what_is_real():
+    cfg = FusionConfig(
+        input_dims={"image": 2, "audio": 2},
+        objects=[("photo", "image"), ("voice", "audio"), ("music", "audio")],
+        heads=[("c", 2, False)],
+    )
+    rows = [
+        {"photo": np.ones((1, 2)), "voice": np.full((2, 2), 2.0), "music": np.full((1, 2), 3.0)},  # float64 in
+        {"photo": np.ones((1, 2), np.float32)},
+    ]
+    batch = collate(rows, cfg)
+    assert batch.tokens["audio"].dtype == torch.float32 and batch.objects["audio"].dtype == torch.long
+    # Objects in name order (music before voice), padded to the longest row.
+    assert batch.tokens["audio"][0, :, 0].tolist() == [3.0, 2.0, 2.0]
+    assert batch.objects["audio"][0].tolist() == [2, 1, 1]
+    assert batch.masks["audio"].tolist() == [[True, True, True], [False, False, False]]
+    assert batch.tokens["audio"][1].abs().sum() == 0
+    assert batch.masks["image"].tolist() == [[True], [True]]
+
+
 def test_untrained_attention_fusion_already_hears_the_audio():
     """The gate starts open (tanh(1)): audio changes even an untrained model's embedding."""
     rng = np.random.default_rng(1)
