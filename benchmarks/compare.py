@@ -83,15 +83,20 @@ def paired(pairs: list[tuple[Runs, str, str]], target: str, at: int | None) -> s
 
 
 def at_budgets(runs: Runs, target: str, budgets: list[int]) -> None:
-    """Per arm and budget (labels): mean ± std, median and worst seed of the metric."""
-    print("| arm | labels | seeds | mean ± std | median | worst seed |")
-    print("|---|---|---|---|---|---|")
+    """Per arm and budget (labels): mean ± std, median and worst seed of the metric, and how many
+    items of the run's hunted labels had been labelled by then (mean over seeds)."""
+    print("| arm | labels | seeds | mean ± std | median | worst seed | hunted labelled |")
+    print("|---|---|---|---|---|---|---|")
     for n in budgets:
         for strategy, by_seed in runs.items():
-            values = [r[METRIC][target] or 0.0 for s in sorted(by_seed) for r in by_seed[s] if r["labelled"] == n]
-            if values:
-                print(f"| {strategy} | {n} | {len(values)} | {np.mean(values):.3f} ± {np.std(values):.3f} "
-                      f"| {np.median(values):.2f} | {min(values):.2f} |")  # fmt: skip
+            rounds = [r for s in sorted(by_seed) for r in by_seed[s] if r["labelled"] == n]
+            if not rounds:
+                continue
+            values = [r[METRIC][target] or 0.0 for r in rounds]
+            found = [r["positives_per_100"] * n / 100 for r in rounds if r.get("positives_per_100") is not None]
+            labelled = f"{np.mean(found):.1f}" if found else "–"
+            print(f"| {strategy} | {n} | {len(values)} | {np.mean(values):.3f} ± {np.std(values):.3f} "
+                  f"| {np.median(values):.2f} | {min(values):.2f} | {labelled} |")  # fmt: skip
 
 
 def report(runs: Runs, target: str, base: str) -> None:

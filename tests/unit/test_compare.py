@@ -103,3 +103,12 @@ def test_another_hunted_label_can_be_compared(tmp_path) -> None:
     assert lines[0].startswith("recall@80%P of policy:Other")
     (minus,) = [_figures(line) for line in lines if line.startswith("lsb-pool minus seals")]
     assert minus[0][0] == 0.0
+
+
+def test_a_table_at_label_budgets_gives_the_spread_and_the_hunted_items_labelled(tmp_path) -> None:
+    result = _result("a.jsonl", {("lsb-pool", 0): [0.1, 0.6], ("lsb-pool", 1): [0.3, 0.2], ("lsb-pool", 2): [0.2, 0.4]})
+    for run in result["runs"]:
+        run["rounds"][1]["positives_per_100"] = 10.0 * (run["seed"] + 1)  # 3, 6 and 9 of 30 labels
+    lines = _compare(tmp_path, result, options=("--at", "30"))
+    (row,) = [line for line in lines if line.startswith("| lsb-pool | 30 |")]
+    assert row == "| lsb-pool | 30 | 3 | 0.400 ± 0.163 | 0.40 | 0.20 | 6.0 |"
