@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--labels", type=int, nargs="+", help="subset sizes (default 100 200; --quick: 8)")
     p.add_argument("--seeds", type=int, nargs="+", help="default 0-4 (--quick: 0)")
     p.add_argument("--arms", nargs="+", default=["attention", "mean", "none"], help="BROADEN_FUSION values")
+    p.add_argument("--objects", nargs="+", help="the model reads only these objects (names from the label config)")
     p.add_argument("--json", type=Path, help="also write every (set, size, arm, seed) score here")
     p.add_argument("--quick", action="store_true", help="a 16-item demo set, one seed, a few steps per training")
     args = p.parse_args(argv)
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for manifest in args.manifests or [None]:
         manifest, settings, encoders, ds, pool, test = encoded_demo(manifest, args.quick)
+        if args.objects:  # as if the other objects were missing from every task
+            ds.features = [{k: v for k, v in f.items() if k in args.objects} for f in ds.features]
         from backend.lab.simulate import resolve_targets
 
         targets = resolve_targets(ds, "")
