@@ -189,3 +189,20 @@ def test_the_variant_model_with_no_change_is_vlmae(benchmarks: None) -> None:
         with torch.inference_mode():
             for got, want in zip(variant(batch), model(batch), strict=True):
                 torch.testing.assert_close(got, want)
+
+
+def test_fusion_suite_objects_leaves_the_model_only_those(quick_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fusion_suite = importlib.import_module("fusion_suite")
+    seen: set[str] = set()
+
+    class Enough(Exception):
+        pass
+
+    def first_training(ds, *args, **kwargs):
+        seen.update(k for f in ds.features for k in f)
+        raise Enough
+
+    monkeypatch.setattr(fusion_suite, "scores", first_training)
+    with pytest.raises(Enough):
+        fusion_suite.main(["--quick", "--objects", "caption", "voiceover.speech", "--arms", "none"])
+    assert seen == {"caption", "voiceover.speech"}
