@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # it, such a label paid 1-2 points of macro-F1 for the audio (BENCHMARKS.md, "Heads the audio
     # does not decide").
     train_audio_free_heads: bool = True
+    # Each head reads only the objects whose linear probe tells it something (cross-validated AUC
+    # on the project's labels): a rare label no longer drowns among objects that do not carry it
+    # (BENCHMARKS.md, "Objects each head reads").
+    train_head_objects: bool = True
     # Models trained alike from seeds seed, seed+1, ...; their probabilities are averaged. With a
     # few rare positives, the training seed alone moved recall@80%P from 0.33 to 0.00 on the same
     # labels; three steadied the ranking, for about twice a sync's training and scoring

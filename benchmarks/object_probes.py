@@ -25,16 +25,11 @@ ALL = "all objects"
 
 
 def object_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per object: (N, D) mean tokens, L2-normalised; zeros where a task lacks the object."""
-    blocks = {}
-    for name in sorted({k for f in features for k in f}):
-        dim = next(f[name].shape[1] for f in features if name in f)
-        x = np.zeros((len(features), dim), np.float32)
-        for i, f in enumerate(features):
-            if name in f:
-                m = f[name].mean(0)
-                x[i] = m / (np.linalg.norm(m) + 1e-8)
-        blocks[name] = x
+    """Per object: (N, D) mean tokens, L2-normalised; zeros where a task lacks the object; and all side by side."""
+    from backend.model.features import object_means
+
+    names = sorted({k for f in features for k in f})
+    blocks = object_means(features, [(n, next(f[n].shape[1] for f in features if n in f)) for n in names])
     blocks[ALL] = np.concatenate(list(blocks.values()), 1)
     return blocks
 

@@ -503,7 +503,11 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
     names = [f"{c}:{lab}" for c, lab in targets]
     options |= {"manifest": str(manifest), "label_config": str(xml_path), "targets": names, "items": len(ds.labels)}
     options |= {"arms": [a.name for a in arms], "epochs": base.train_epochs, "max_steps": base.train_max_steps}
-    options |= {"audio_free_heads": base.train_audio_free_heads, "members": base.train_members}
+    options |= {
+        "audio_free_heads": base.train_audio_free_heads,
+        "members": base.train_members,
+        "head_objects": base.train_head_objects,
+    }
     options |= {"k": base.lsb_k, "threshold": base.lsb_threshold, "share": base.lsb_share}
     options |= {"lsb_seed_order": base.lsb_seed_order, "lsb_space": base.lsb_space}
     result: dict[str, Any] = {"config": options, "provenance": provenance(encoders), "runs": []}

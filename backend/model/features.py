@@ -57,6 +57,21 @@ def feature_objects(config: LabelConfig, encoders: Encoders) -> list[ObjectTag]:
     return objects
 
 
+def object_means(rows: Sequence[TaskFeatures], objects: Sequence[tuple[str, int]]) -> dict[str, Array]:
+    """Per (object name, width): each task's mean token, L2-normalised, (N, width); zeros where a
+    task lacks the object. The model-free view of a task: LSB's space before training, and what
+    relevance.py probes."""
+    out = {}
+    for name, dim in objects:
+        block = np.zeros((len(rows), dim), np.float32)
+        present = [r for r, feats in enumerate(rows) if name in feats]
+        if present:
+            means = np.stack([rows[r][name].mean(0) for r in present])
+            block[present] = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-8)
+        out[name] = block
+    return out
+
+
 @dataclass
 class Featurized:
     """Per task, in input order: its features, or the reason it could not be encoded."""

@@ -24,7 +24,7 @@ from backend.labelstudio.annotations import labels_from_annotations
 from backend.labelstudio.labelconfig import ChoicesControl, LabelConfig, Labels, parse_label_config
 from backend.labelstudio.predictions import Prediction, empty, to_prediction
 from backend.model.encoders import Encoders
-from backend.model.features import FeatureStore, Featurized, MemoryCache, feature_objects
+from backend.model.features import FeatureStore, Featurized, MemoryCache, feature_objects, object_means
 from backend.model.media import MediaFetcher
 from backend.model.training import from_bytes, to_bytes, train
 from backend.model.vlmae import Model, collate
@@ -80,14 +80,8 @@ def forward(model: Model, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.nd
 def pooled_features(rows: list[dict[str, np.ndarray]], config: LabelConfig, encoders: Encoders) -> np.ndarray:
     """Before training, the neighbour space is each object's mean encoder token, L2-normalised and
     concatenated (zeros where an object is missing)."""
-    parts = []
-    for obj in feature_objects(config, encoders):
-        block = np.zeros((len(rows), encoders.for_modality(obj.modality).dim), np.float32)
-        present = [r for r, feats in enumerate(rows) if obj.name in feats]
-        if present:
-            means = np.stack([rows[r][obj.name].mean(0) for r in present])
-            block[present] = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-8)
-        parts.append(block)
+    objects = [(o.name, encoders.for_modality(o.modality).dim) for o in feature_objects(config, encoders)]
+    parts = list(object_means(rows, objects).values())
     return np.concatenate(parts, 1) if parts else np.zeros((len(rows), 1), np.float32)
 
 

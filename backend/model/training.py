@@ -20,6 +20,7 @@ from backend.config import Settings
 from backend.labelstudio.labelconfig import LabelConfig, Labels
 from backend.model.encoders import Encoders
 from backend.model.features import feature_objects
+from backend.model.relevance import head_objects
 from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, Ensemble, FusionConfig, Model, collate
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,17 @@ def train(
 ) -> TrainedModel:
     """AdamW over the labelled tasks; deterministic for a given seed.
 
-    With audio and `train_audio_free_heads`, a first model finds the heads that lean on the photo
+    With `train_head_objects`, each head reads only the objects that tell it something
+    (relevance.py). With audio and `train_audio_free_heads`, a first model finds the heads that lean on the photo
     and text far more than on the audio; the model returned is trained again with those heads
     reading each task without its audio, so that a label the audio does not decide cannot
     over-fit to it (BENCHMARKS.md, "Heads the audio does not decide"). With `train_members` > 1,
     more models are trained alike from the next seeds and used together (`Ensemble`)."""
     started = time.perf_counter()
     cfg = fusion_config(config, encoders, settings.fusion)
+    if settings.train_head_objects:
+        widths = [(name, cfg.input_dims[modality]) for name, modality in cfg.objects]
+        cfg = replace(cfg, head_objects=head_objects(features, labels, config, widths, settings.seed))
     batch = collate(features, cfg)
     ys, has = _targets(labels, cfg, config)
     model = _fit(cfg, batch, ys, has, settings)

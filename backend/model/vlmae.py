@@ -14,9 +14,10 @@ zero gate also zeroes the attention's gradient: trained from a few dozen labels,
 layer then never learned to use audio at all (BENCHMARKS.md, "Layer shape and training settings").
 `fusion="mean"` is the baseline the paper beats (average-pooled audio
 concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
-The pooled embedding (B, d) is also the latent space LSB searches. A head the audio does not
-decide (a product category, say) reads the embedding of its task without the audio
-(`FusionConfig.audio_free`, set by training).
+The pooled embedding (B, d) is also the latent space LSB searches. A head may see less: only the
+objects that tell it something (`FusionConfig.head_objects`, relevance.py), or the task without
+its audio when the audio does not decide it (`FusionConfig.audio_free`); both are set by training,
+and such a head reads the embedding of its tasks seen that way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class FusionConfig:
     dropout: float = 0.1
     # Per head: it reads the embedding of the task without its audio (training.py, audio_free_heads).
     audio_free: list[bool] = field(default_factory=list)
+    # Per head: the objects it reads, None for all (relevance.py, set by training).
+    head_objects: list[list[str] | None] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)  # free-form provenance (encoder ids)
 
 
@@ -62,6 +65,12 @@ class Batch:
     def without(self, modalities: tuple[str, ...]) -> Batch:
         """The same tasks as if they had no tokens of these modalities."""
         masks = {k: torch.zeros_like(m) if k in modalities else m for k, m in self.masks.items()}
+        return Batch(self.tokens, self.objects, masks)
+
+    def only(self, objects: list[int]) -> Batch:
+        """The same tasks as if they had only these objects (indices into FusionConfig.objects)."""
+        keep = torch.tensor(objects, dtype=torch.long)
+        masks = {k: m & torch.isin(self.objects[k], keep) for k, m in self.masks.items()}
         return Batch(self.tokens, self.objects, masks)
 
 
@@ -142,12 +151,33 @@ class VLMAE(nn.Module):
         return self.logits(batch, self.embed(batch))
 
     def logits(self, batch: Batch, z: torch.Tensor) -> list[torch.Tensor]:
-        """Logits per head from the fused embedding `z`; audio-free heads read the embedding of the
-        same tasks without their audio instead."""
-        free = self.cfg.audio_free or [False] * len(self.heads)
-        z = self.drop(z)
-        quiet = self.drop(self.embed(batch.without(AUDIO_SIDE))) if any(free) else z
-        return [head(quiet if f else z) for head, f in zip(self.heads, free, strict=True)]
+        """Logits per head from the fused embedding `z`; a head with a view of its own (some objects
+        only, or no audio) reads the embedding of the same tasks seen that way instead."""
+        views = {None: self.drop(z)}
+        out = []
+        for head, view in zip(self.heads, self.views, strict=True):
+            if view not in views:
+                views[view] = self.drop(self.embed(self._seen(batch, view)))
+            out.append(head(views[view]))
+        return out
+
+    @property
+    def views(self) -> list[tuple[tuple[int, ...], bool] | None]:
+        """Per head: None (everything) or (object indices it reads, without audio)."""
+        n = len(self.cfg.heads)
+        free = self.cfg.audio_free or [False] * n
+        index = {name: i for i, (name, _) in enumerate(self.cfg.objects)}
+        out = []
+        for names, f in zip(self.cfg.head_objects or [None] * n, free, strict=True):
+            objs = tuple(range(len(index))) if names is None else tuple(sorted(index[k] for k in names))
+            out.append(None if names is None and not f else (objs, f))
+        return out
+
+    @staticmethod
+    def _seen(batch: Batch, view: tuple[tuple[int, ...], bool]) -> Batch:
+        objects, audio_free = view
+        batch = batch.only(list(objects))
+        return batch.without(AUDIO_SIDE) if audio_free else batch
 
     def probabilities(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         return [

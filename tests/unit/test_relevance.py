@@ -1,0 +1,88 @@
+"""Which objects each head reads: the probes that decide it, and a model that honours it."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from backend.labelstudio.labelconfig import ChoicesControl, LabelConfig, ObjectTag
+from backend.model.relevance import auc_standard_error, head_objects
+from backend.model.training import from_bytes, to_bytes
+from backend.model.vlmae import VLMAE, FusionConfig, collate
+
+OBJECTS = [("photo", 12), ("note", 6), ("words", 4)]
+CONFIG = LabelConfig(
+    objects=(
+        ObjectTag("photo", "Image", "image", "image"),
+        ObjectTag("note", "Audio", "audio", "audio"),
+    ),
+    controls=(
+        ChoicesControl("kind", "photo", ("shoe", "bag"), False),
+        ChoicesControl("policy", "photo", ("ok", "remove"), False),
+    ),
+    fingerprint="test",
+)
+
+
+def _tasks(rng: np.random.Generator, n: int, rare: float = 0.15) -> tuple[list[dict], list[list]]:
+    """`kind` is in the photo, the rare `remove` in the spoken words; the sound frames are noise."""
+    feats, labels = [], []
+    for i in range(n):
+        kind, remove = i % 2, rng.random() < rare
+        photo = rng.normal(size=(5, 12)) + (1.0 if kind else -1.0) * np.tile([1, -1], 6)
+        words = rng.normal(size=(1, 4)) + (1.0 if remove else -1.0) * np.array([1, -1, 1, -1])
+        feats.append({"photo": photo, "note": rng.normal(size=(4, 6)), "words": words})
+        labels.append([["bag" if kind else "shoe"], ["remove" if remove else "ok"]])
+    return [{k: v.astype(np.float32) for k, v in f.items()} for f in feats], labels
+
+
+def test_each_head_reads_the_objects_that_tell_it_something():
+    feats, labels = _tasks(np.random.default_rng(0), 160)
+    assert head_objects(feats, labels, CONFIG, OBJECTS) == [["photo"], ["words"]]
+
+
+def test_with_too_few_labels_a_head_reads_every_object():
+    feats, labels = _tasks(np.random.default_rng(1), 160, rare=0.0)
+    labels = [[k, p if i < 4 else None] for i, (k, p) in enumerate(labels)]  # 4 labelled for policy
+    assert head_objects(feats, labels, CONFIG, OBJECTS) == [["photo"], None]
+
+
+def test_a_head_every_object_informs_reads_them_all():
+    feats, labels = _tasks(np.random.default_rng(2), 160)
+    for f, lab in zip(feats, labels, strict=True):  # every object now says the kind
+        sign = 1.0 if lab[0] == ["bag"] else -1.0
+        f["note"] += sign * np.tile([1, -1], 3).astype(np.float32)
+        f["words"] += sign * np.array([1, 1, -1, -1], np.float32)
+    assert head_objects(feats, labels, CONFIG, OBJECTS)[0] is None
+
+
+def test_auc_standard_error_shrinks_with_more_tasks_and_vanishes_at_a_perfect_score():
+    assert auc_standard_error(1.0, 4, 100) == 0.0
+    assert auc_standard_error(0.7, 4, 100) > auc_standard_error(0.7, 40, 1000) > 0
+    assert auc_standard_error(0.7, 4, 100) == pytest.approx(0.151, abs=0.005)
+
+
+def test_a_head_with_a_view_ignores_every_other_object():
+    cfg = FusionConfig(
+        input_dims={"image": 12, "audio": 6, "speech": 4},
+        objects=[("photo", "image"), ("note", "audio"), ("words", "speech")],
+        heads=[("kind", 2, False), ("policy", 2, False)],
+        d_model=16,
+        n_heads=2,
+        head_objects=[["photo"], ["words"]],
+    )
+    torch.manual_seed(0)
+    model = VLMAE(cfg).eval()
+    feats, _ = _tasks(np.random.default_rng(3), 4)
+    scale = np.linspace(-2, 2, 12, dtype=np.float32)  # a shift alone would vanish in the LayerNorm
+    changed = [{**f, "photo": f["photo"] * scale, "note": f["note"][::-1].copy()} for f in feats]
+    with torch.inference_mode():
+        before, after = model(collate(feats, cfg)), model(collate(changed, cfg))
+        assert not torch.allclose(before[0], after[0])  # the photo moved the kind head...
+        assert torch.allclose(before[1], after[1])  # ...and not the policy head, which reads the words only
+        again = from_bytes(to_bytes(model))
+        assert again.cfg.head_objects == [["photo"], ["words"]]
+        assert torch.allclose(again(collate(feats, cfg))[1], before[1])
+    everything = VLMAE(replace(cfg, head_objects=[])).eval()
+    assert everything.views == [None, None]
