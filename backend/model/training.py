@@ -104,11 +104,12 @@ def train(
     """AdamW over the labelled tasks; deterministic for a given seed.
 
     With `train_head_objects`, each head reads only the objects that tell it something
-    (relevance.py). With audio and `train_audio_free_heads`, a first model finds the heads that lean on the photo
-    and text far more than on the audio; the model returned is trained again with those heads
-    reading each task without its audio, so that a label the audio does not decide cannot
-    over-fit to it (BENCHMARKS.md, "Heads the audio does not decide"). With `train_members` > 1,
-    more models are trained alike from the next seeds and used together (`Ensemble`)."""
+    (relevance.py). With audio and `train_audio_free_heads`, a first model finds the heads that
+    lean on the photo and text far more than on the audio; the model returned is trained again with
+    those heads reading each task without its audio, so that a label the audio does not decide
+    cannot over-fit to it (BENCHMARKS.md, "Heads the audio does not decide"). With
+    `train_members` > 1, more models are trained alike from the next seeds and used together
+    (`Ensemble`)."""
     started = time.perf_counter()
     cfg = fusion_config(config, encoders, settings.fusion)
     if settings.train_head_objects:

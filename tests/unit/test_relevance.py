@@ -86,3 +86,30 @@ def test_a_head_with_a_view_ignores_every_other_object():
         assert torch.allclose(again(collate(feats, cfg))[1], before[1])
     everything = VLMAE(replace(cfg, head_objects=[])).eval()
     assert everything.views == [None, None]
+
+
+def test_training_gives_each_head_the_view_its_labels_call_for(encoders):
+    """The shipped label config, the real encoders' widths: the category is in the photo, the
+    violation in the spoken words; with the setting on, each head reads what carries it."""
+    from pathlib import Path
+
+    from backend.config import Settings
+    from backend.labelstudio.labelconfig import parse_label_config
+    from backend.model.features import feature_objects
+    from backend.model.training import train
+
+    config = parse_label_config((Path(__file__).resolve().parents[2] / "label_config.xml").read_text())
+    dims = {o.name: encoders.for_modality(o.modality).dim for o in feature_objects(config, encoders)}
+    rng, feats, labels = np.random.default_rng(7), [], []
+    for i in range(120):
+        kind, bad = i % 6, rng.random() < 0.2
+        f = {name: rng.normal(size=(2, dim)).astype(np.float32) for name, dim in dims.items()}
+        f["image"][:, kind * 10 : kind * 10 + 10] += 2.0
+        f["voiceover.speech"][:, :10] += 2.0 if bad else -2.0
+        feats.append(f)
+        labels.append([[config.controls[0].labels[kind]], ["Violation" if bad else "OK"]])
+    settings = Settings(train_head_objects=True, train_members=1, train_max_steps=10)
+    model = train(feats, labels, config, encoders, settings).model
+    assert model.cfg.head_objects == [["image"], ["voiceover.speech"]]
+    off = train(feats, labels, config, encoders, settings.model_copy(update={"train_head_objects": False}))
+    assert off.model.cfg.head_objects == []
