@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # Each head reads only the objects whose linear probe tells it something (cross-validated AUC
     # on the project's labels), so that a rare label does not drown among objects that do not carry
     # it. Off by default: on random labels it found the held-out set's rare label, but it was mixed
-    # on clips, cost look-alikes, and is not yet measured under active learning (BENCHMARKS.md,
+    # on clips, cost look-alikes, and fell behind early in active learning on market (BENCHMARKS.md,
     # "Objects each head reads").
     train_head_objects: bool = False
     # Models trained alike from seeds seed, seed+1, ...; their probabilities are averaged. With a
