@@ -53,10 +53,9 @@ def head_objects(
     for h, control in enumerate(config.controls):
         tasks = _targets([labels[i][h] for i in rows], control.labels, control.multiple)
         scores = {name: _best_bound(x, tasks, seed) for name, x in means.items()}
-        judged = [s for s in scores.values() if s is not None]
         keep = [name for name, s in scores.items() if s is not None and s >= RELEVANT_AUC]
-        out.append(keep if judged and keep and len(keep) < len(objects) else None)
-        if judged:
+        out.append(keep if 0 < len(keep) < len(objects) else None)
+        if tasks:
             auc = {k: round(v, 2) for k, v in scores.items() if v is not None}
             log.info("head %s: object AUC lower bounds %s, reads %s", control.name, auc, out[-1] or "every object")
     return out

@@ -162,21 +162,21 @@ class VLMAE(nn.Module):
         return out
 
     @property
-    def views(self) -> list[tuple[tuple[int, ...], bool] | None]:
-        """Per head: None (everything) or (object indices it reads, without audio)."""
+    def views(self) -> list[tuple[tuple[int, ...] | None, bool] | None]:
+        """Per head: None (everything) or (object indices it reads, None for all; without audio)."""
         n = len(self.cfg.heads)
         free = self.cfg.audio_free or [False] * n
         index = {name: i for i, (name, _) in enumerate(self.cfg.objects)}
         out = []
         for names, f in zip(self.cfg.head_objects or [None] * n, free, strict=True):
-            objs = tuple(range(len(index))) if names is None else tuple(sorted(index[k] for k in names))
-            out.append(None if names is None and not f else (objs, f))
+            objs = None if names is None else tuple(sorted(index[k] for k in names))
+            out.append(None if objs is None and not f else (objs, f))
         return out
 
     @staticmethod
-    def _seen(batch: Batch, view: tuple[tuple[int, ...], bool]) -> Batch:
+    def _seen(batch: Batch, view: tuple[tuple[int, ...] | None, bool]) -> Batch:
         objects, audio_free = view
-        batch = batch.only(list(objects))
+        batch = batch if objects is None else batch.only(list(objects))
         return batch.without(AUDIO_SIDE) if audio_free else batch
 
     def probabilities(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
