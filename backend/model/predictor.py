@@ -62,7 +62,7 @@ class Scored:
 
 
 def forward(model: Model, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-head probabilities (N, C) and fused embeddings (N, d) of encoded tasks, in batches."""
+    """Per-head probabilities (N, C) and the latent space (N, d) of encoded tasks, in batches."""
     if not rows:
         return [np.zeros((0, n), np.float32) for _, n, _ in model.cfg.heads], np.zeros((0, model.dim))
     probs: list[list[np.ndarray]] = [[] for _ in model.cfg.heads]
@@ -71,7 +71,7 @@ def forward(model: Model, rows: list[dict[str, np.ndarray]]) -> tuple[list[np.nd
         for start in range(0, len(rows), PREDICT_BATCH):
             batch = collate(rows[start : start + PREDICT_BATCH], model.cfg)
             z = model.embed(batch)
-            embs.append(z.numpy())
+            embs.append(model.space(batch, z).numpy())
             for h, p in enumerate(model.probabilities(model.logits(batch, z))):
                 probs[h].append(p.numpy())
     return [np.concatenate(p) for p in probs], np.concatenate(embs)

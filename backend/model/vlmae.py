@@ -17,7 +17,8 @@ concatenated to the pooled VL embedding); `fusion="none"` ignores audio.
 The pooled embedding (B, d) is also the latent space LSB searches. A head may see less: only the
 objects that tell it something (`FusionConfig.head_objects`, relevance.py), or the task without
 its audio when the audio does not decide it (`FusionConfig.audio_free`); both are set by training,
-and such a head reads the embedding of its tasks seen that way.
+and such a head reads the embedding of its tasks seen that way. When heads read only some
+objects, LSB searches the embeddings of the views they read instead (`VLMAE.space`).
 """
 
 from __future__ import annotations
@@ -143,8 +144,24 @@ class VLMAE(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Width of `embed`'s output."""
-        return self.cfg.d_model
+        """Width of `space`'s output."""
+        return self.cfg.d_model * len(self._space_views)
+
+    def space(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
+        """The latent space LSB searches: the fused embedding `z` itself, or, once heads read only
+        some objects, the embeddings of the views the heads read, side by side. `z` then trains
+        through no head: searched alone, market's violations found half as many of their kind
+        (BENCHMARKS.md, "Objects each head reads")."""
+        parts = [z if view is None else self.embed(self._seen(batch, view)) for view in self._space_views]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    @property
+    def _space_views(self) -> list[tuple[tuple[int, ...] | None, bool] | None]:
+        """The distinct views the heads read when some read only some objects, else [None] (`z`)."""
+        views = self.views
+        if all(v is None or v[0] is None for v in views):
+            return [None]
+        return list(dict.fromkeys(views))
 
     def forward(self, batch: Batch) -> list[torch.Tensor]:
         """Logits per head, each (B, n_labels)."""
@@ -223,10 +240,14 @@ class Ensemble(nn.Module):
 
     @property
     def dim(self) -> int:
-        return self.cfg.d_model * len(self.members)
+        return sum(m.dim for m in self.members)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         return torch.cat([m.embed(batch) for m in self.members], -1)
+
+    def space(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
+        chunks = z.split(self.cfg.d_model, -1)
+        return torch.cat([m.space(batch, zm) for m, zm in zip(self.members, chunks, strict=True)], -1)
 
     def forward(self, batch: Batch) -> list[torch.Tensor]:
         return self.logits(batch, self.embed(batch))

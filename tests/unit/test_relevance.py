@@ -9,7 +9,7 @@ import torch
 from backend.labelstudio.labelconfig import ChoicesControl, LabelConfig, ObjectTag
 from backend.model.relevance import auc_standard_error, head_objects
 from backend.model.training import from_bytes, to_bytes
-from backend.model.vlmae import VLMAE, FusionConfig, collate
+from backend.model.vlmae import VLMAE, Ensemble, FusionConfig, collate
 
 OBJECTS = [("photo", 12), ("note", 6), ("words", 4)]
 CONFIG = LabelConfig(
@@ -86,6 +86,33 @@ def test_a_head_with_a_view_ignores_every_other_object():
         assert torch.allclose(again(collate(feats, cfg))[1], before[1])
     everything = VLMAE(replace(cfg, head_objects=[])).eval()
     assert everything.views == [None, None]
+
+
+def test_lsb_searches_the_views_the_heads_read():
+    """With views, the latent space is the embeddings of the views read, side by side; without,
+    the fused embedding itself (and an ensemble's, member by member)."""
+    cfg = FusionConfig(
+        input_dims={"image": 12, "audio": 6, "speech": 4},
+        objects=[("photo", "image"), ("note", "audio"), ("words", "speech")],
+        heads=[("kind", 2, False), ("policy", 2, False)],
+        d_model=16,
+        n_heads=2,
+    )
+    feats, _ = _tasks(np.random.default_rng(5), 6)
+    torch.manual_seed(0)
+    plain = VLMAE(cfg).eval()
+    torch.manual_seed(0)
+    viewed = VLMAE(replace(cfg, head_objects=[["photo"], ["words"]])).eval()
+    batch = collate(feats, cfg)
+    with torch.inference_mode():
+        z = plain.embed(batch)
+        assert torch.equal(plain.space(batch, z), z) and plain.dim == 16
+        space = viewed.space(batch, viewed.embed(batch))
+        assert space.shape == (6, 32) and viewed.dim == 32
+        assert torch.allclose(space[:, 16:], viewed.embed(batch.only([2])))  # the policy head's view
+        pair = Ensemble([viewed, viewed])
+        assert torch.allclose(pair.space(batch, pair.embed(batch)), torch.cat([space, space], -1))
+        assert pair.dim == 64
 
 
 def test_training_gives_each_head_the_view_its_labels_call_for(encoders):
