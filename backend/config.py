@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     train_audio_free_heads: bool = True
     # Each head reads only the objects whose linear probe tells it something (cross-validated AUC
     # on the project's labels), so that a rare label does not drown among objects that do not carry
-    # it. Off by default: on random labels it found the held-out set's rare label, but it was mixed
+    # it. Off by default: on random labels it found the reviews set's rare label, but it was mixed
     # on clips, cost look-alikes, and fell behind early in active learning on market (BENCHMARKS.md,
     # "Objects each head reads").
     train_head_objects: bool = False

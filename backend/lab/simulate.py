@@ -107,15 +107,30 @@ def _record_problem(record: Any) -> str | None:
         return "tags must be a list"
     if bad := [k for k in MODALITIES if record.get(k) is not None and not isinstance(record[k], str)]:
         return f"{', '.join(bad)} must be a path or URL (a string)"
+    data = record.get("data")
+    if data is not None and not (isinstance(data, dict) and all(isinstance(v, str) for v in data.values())):
+        return 'data must be an object of strings, a task\'s data as Label Studio holds it: {"audio": "a.wav", ...}'
     return None
 
 
-def local_dirs(records: list[dict[str, Any]]) -> list[str]:
-    """The folders of the absolute local paths (or file:// URLs) a manifest names."""
+def task_data(record: dict[str, Any], config: LabelConfig) -> dict[str, str]:
+    """A record's task data: its `data` object as is (keyed by the config's value names, so a config
+    may have several objects of one modality), else its image, text and audio fields, each read by
+    the first object of that modality."""
+    if record.get("data") is not None:
+        return dict(record["data"])
+    key_of = {m: next((o.value_key for o in config.objects if o.modality == m), None) for m in MODALITIES}
+    return {key: record[m] for m, key in key_of.items() if key and record.get(m)}
+
+
+def local_dirs(records: list[dict[str, Any]], config: LabelConfig) -> list[str]:
+    """The folders of the absolute local paths (or file:// URLs) a manifest names for its media."""
+    media = {o.value_key for o in config.objects if o.modality != "text" or o.text_is_url}
     dirs = set()
     for record in records:
-        for m in MODALITIES:
-            value = record.get(m) or ""
+        for key, value in task_data(record, config).items():
+            if key not in media:
+                continue
             path = unquote(urlsplit(value).path) if value.startswith("file://") else value
             if os.path.isabs(path):
                 dirs.add(os.path.dirname(path))
@@ -140,10 +155,7 @@ def load_dataset(records: list[dict[str, Any]], config: LabelConfig, predictor: 
     are in Redis before the next starts, so an interrupted run resumes where it stopped). Items that
     cannot be encoded or carry no label are left out; if none is left, the error says why."""
     labels = [_labels_of(r.get("label"), config) for r in records]
-    # The first object of each modality reads the manifest field of that name.
-    key_of = {m: next((o.value_key for o in config.objects if o.modality == m), None) for m in MODALITIES}
-    data = [{key: r[m] for m, key in key_of.items() if key and r.get(m)} for r in records]
-    tasks = [{"id": i, "data": d} for i, d in enumerate(data)]
+    tasks = [{"id": i, "data": task_data(r, config)} for i, r in enumerate(records)]
     features: list[TaskFeatures | None] = []
     problems: dict[int, str] = {}
     with tqdm(total=len(tasks), desc="encoding", unit="item") as bar:
@@ -485,7 +497,7 @@ def run(args: argparse.Namespace, encoders: Encoders | None = None) -> int:
         raise ManifestError(f"cannot read the label config: {e} (give one with --label-config)") from None
     base = Settings()
     # The user chose the manifest: the files it names may be read (relative paths resolve beside it).
-    roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent), *local_dirs(records)]))
+    roots = os.pathsep.join(filter(None, [base.media_roots, str(manifest.parent), *local_dirs(records, config)]))
     chosen = {"train_epochs": args.epochs, "lsb_k": args.k, "lsb_threshold": args.threshold, "lsb_share": args.share}
     base = base.model_copy(update={"media_roots": roots} | {k: v for k, v in chosen.items() if v is not None})
     arms = [

@@ -6,8 +6,8 @@ drawn scenes, crops of real photos), other label configs (names, three-way and m
 controls) and other rare classes with sub-types and benign look-alikes. Every set is written in
 the format `broaden simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label
 Studio, media paths relative to the folder. Test items draw their sentences from parts of their
-own, so no test wording occurs in the pool. `reviews` is the held-out set: no default is chosen
-on it (Recipe.held_out).
+own, so no test wording occurs in the pool. `calls` is the held-out set: no default is chosen
+on it (Recipe.held_out). `reviews` was until its probes informed a choice (BENCHMARKS.md).
 
     python -m backend.lab.suite --recipe podcast --out sets/podcast --items 400 --seed 0
 """
@@ -412,6 +412,115 @@ PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
             },
         },
     },
+    "calls": {
+        "pool": {
+            "fill": {
+                "plan": ["Fibre 100", "the family bundle", "Mobile Basic"],
+                "amount": ["forty two pounds", "ninety pounds", "sixty five pounds"],
+                "town": ["Leeds", "Bristol", "Norwich"],
+                "month": ["March", "June", "October"],
+                "device": ["router", "set top box"],
+                "ref": ["4471", "8802", "1290", "5530"],
+            },
+            "text": {
+                "opener": ["", "Call log: "],
+                "closer": ["", " (ref {ref})"],
+                "neutral": ["Inbound call", "Customer called the helpline", "Call transferred from the main line"],
+                "billing": ["Billing query, {amount} on the last bill", "Charged twice in {month}"],
+                "outage": ["No service, {device} offline", "Connection keeps dropping"],
+                "move": ["Moving house to {town} in {month}", "Service transfer to a new address"],
+                "upgrade": ["Wants to upgrade to {plan}", "Asking about faster plans than {plan}"],
+            },
+            "speech": {
+                "opener": ["", "Hi, ", "Hello, yes, ", "Right, so "],
+                "closer": [".", ", thanks.", ", please."],
+                "billing": ["my bill went up to {amount} this month and I do not know why",
+                            "I was charged twice for {plan} in {month}"],
+                "outage": ["my {device} has had no signal since yesterday",
+                           "the internet drops out every evening around eight"],
+                "move": ["I am moving to {town} in {month} and want to keep {plan}",
+                         "we need the line moved to our new flat in {town}"],
+                "upgrade": ["I would like to go up to {plan}", "is there anything faster than {plan}"],
+                "supervisor": ["this is the fourth time I have called, put me through to your manager",
+                               "I am sick of this, I want to speak to someone senior right now"],
+                "security:takeover": ["someone changed my password and ordered two phones on my account",
+                                      "I got emails about a new login I never made, and {amount} of orders"],
+                "security:sim_swap": ["my phone lost signal and the shop says my number moved to a new SIM",
+                                      "somebody ported my number to another SIM card without asking me"],
+                "security:impersonation": ["I am calling for my neighbour, just give me her account password",
+                                           "I am the account holder's husband, read me the card number on file"],
+                "lookalike": ["how do I turn on two step login for my account",
+                              "I had a text about a new SIM, is that really from you",
+                              "can you make sure nobody else can change my password"],
+            },
+            "agent": {
+                "opener": ["", "Okay, ", "Thanks for waiting, "],
+                "closer": [".", ", anything else today?"],
+                "routine": ["I have updated that on your account", "that is all sorted for you now",
+                            "I have booked that in for {month}"],
+                "security:takeover": ["I am locking the account and passing the new orders to our fraud team",
+                                      "these logins were not you, so I am freezing the account"],
+                "security:sim_swap": ["the SIM change was not authorised, I am sending this to security",
+                                      "I am reversing the SIM swap and raising a fraud case"],
+                "security:impersonation": ["the caller failed the security questions, I am flagging the account",
+                                           "this person is not on the account, I am reporting the attempt"],
+                "lookalike": ["for your security this call may be recorded",
+                              "remember we will never ask for your full password",
+                              "I have sent a security code to your phone to confirm it is you"],
+            },
+        },
+        "test": {
+            "fill": {
+                "plan": ["Fibre 500", "Unlimited Plus"],
+                "amount": ["thirty pounds", "a hundred and ten pounds"],
+                "town": ["Glasgow", "Exeter"],
+                "month": ["January", "August"],
+                "device": ["modem", "landline"],
+                "ref": ["3318", "7064"],
+            },
+            "text": {
+                "opener": ["", "Note: "],
+                "closer": ["", " - priority normal"],
+                "neutral": ["Incoming call, no notes", "Caller on hold then connected"],
+                "billing": ["Disputes a charge of {amount}", "Question about the {month} invoice"],
+                "outage": ["{device} not working since the storm", "Slow and unstable connection"],
+                "move": ["Relocating to {town}", "New address from {month}"],
+                "upgrade": ["Interested in {plan}", "Wants more data, maybe {plan}"],
+            },
+            "speech": {
+                "opener": ["", "Yeah hi, ", "Good morning, "],
+                "closer": [".", ", cheers.", ", if you could."],
+                "billing": ["there is a charge of {amount} I never agreed to",
+                            "my {month} invoice is wrong"],
+                "outage": ["the {device} stopped working after the storm", "everything is really slow today"],
+                "move": ["we are relocating to {town} and need the service there", "I move to {town} in {month}"],
+                "upgrade": ["I want more data, maybe {plan}", "what would {plan} cost me"],
+                "supervisor": ["no, I am done with you, get me your supervisor",
+                               "I have been on hold an hour, I want a complaint and a manager"],
+                "security:takeover": ["my account email was changed and I can't log in, there are orders I didn't make",
+                                      "someone is using my account, they bought a tablet for {amount}"],
+                "security:sim_swap": ["my number suddenly works on somebody else's phone",
+                                      "you moved my number to a SIM I never asked for"],
+                "security:impersonation": ["my mother can't come to the phone, just tell me her PIN",
+                                           "I'm her son, change the address on her account to mine"],
+                "lookalike": ["what should I do if I get a suspicious call pretending to be you",
+                              "can I add a PIN to my account for extra safety"],
+            },
+            "agent": {
+                "opener": ["", "Alright, ", "Got it, "],
+                "closer": [".", ", have a good day."],
+                "routine": ["your request is done and you will get an email", "that change is live from {month}"],
+                "security:takeover": ["I have blocked the unknown device and opened a fraud investigation",
+                                      "the account is suspended while security reviews the orders"],
+                "security:sim_swap": ["that port request was fraudulent, security will call you back",
+                                      "I have cancelled the new SIM and reported it as fraud"],
+                "security:impersonation": ["I cannot verify you, I am noting a suspected impersonation",
+                                           "the caller is not authorised, I have alerted our security desk"],
+                "lookalike": ["as a reminder, we never ask for your PIN by text",
+                              "I just need to run a quick security check first"],
+            },
+        },
+    },
 }
 # fmt: on
 
@@ -626,8 +735,8 @@ REVIEWS_CONFIG = label_config(
 
 
 def reviews(job: Job) -> list[dict[str, Any]]:
-    """HELD OUT: product reviews to moderate, with a photo and a voice note. No default is ever
-    chosen on this set; it only checks defaults chosen on the others.
+    """Product reviews to moderate, with a photo and a voice note (the held-out set until its
+    probes informed a choice; `calls` took its place).
 
     keep, flag (safety complaints, in the text) or remove (rare: threats, personal data, paid
     review spam); half of the removals are said only in the voice note under a harmless review.
@@ -694,6 +803,71 @@ def crop_photo(rng: np.random.Generator, photo: np.ndarray, split: str, path: Pa
     img.resize((REVIEWS_PHOTO_SIZE, REVIEWS_PHOTO_SIZE), Image.Resampling.BICUBIC).save(path)
 
 
+CALLS_RATES = {"none": None, "supervisor": 0.12, "security": 0.05}
+CALLS_REASONS = ("billing", "outage", "move", "upgrade")
+CALLS_AGENT_ONLY = {"security": 0.5}  # of security cases: the customer only states the reason, the agent tells
+CALLS_NEUTRAL_TICKET = 1 / 3  # of calls that are not escalated: the ticket says nothing, the customer tells
+CALLS_LOOKALIKE = {"speech": 0.10, "agent": 0.10}  # of calls not escalated: security talk, harmless
+CALLS_SUBTYPES = ("takeover", "sim_swap", "impersonation")
+CALLS_NARROWBAND = 0.7  # of recordings at 8 kHz, the rest at 16 kHz; all band-limited like a phone line
+CALLS_SNR_DB = (8.0, 25.0)
+CALLS_CONFIG = label_config(
+    [("Text", "ticket", "ticket"), ("Audio", "customer", "customer"), ("Audio", "agent", "agent")],
+    [
+        ("Reason for the call", "reason", "ticket", list(CALLS_REASONS)),
+        ("Escalate to", "escalate", "customer", ["none", "supervisor", "security"]),
+    ],
+)
+
+
+def calls(job: Job) -> list[dict[str, Any]]:
+    """HELD OUT: support calls as a ticket line and two recordings, the customer's side and the
+    agent's (two Audio objects: records carry Label Studio's task data, keyed by the config). No
+    default is ever chosen on this set.
+
+    `reason` (billing, outage, move, upgrade) is in the ticket, or for a third of calls not
+    escalated only in what the customer says. `escalate`: none, supervisor (an angry customer) or
+    security (rare: account takeover, SIM swap, impersonation), which in half the cases only the
+    agent's side tells. Look-alikes talk about security harmlessly on either side. Customers by
+    flite and espeak-ng, the agent by festival; every recording narrowband and noisy."""
+    rng = job.rng
+    customers = flite_voices() + [f"espeak-ng:{v}" for v in available_voices()]
+    plan = _plan(job, CALLS_RATES, "security", CALLS_AGENT_ONLY)
+    reasons = rng.permutation([CALLS_REASONS[i % len(CALLS_REASONS)] for i in range(len(plan))])
+    records = []
+    for i, (item, reason) in enumerate(zip(_progress(plan), reasons, strict=True), start=job.first):
+        split, label, tags = item["split"], item["label"], []
+        slots = _slots(rng, "calls", split)
+        said, agent_role, ticket = str(reason), "routine", str(reason)
+        if label == "supervisor":
+            said = "supervisor"
+        elif label == "security":
+            role = f"security:{rng.choice(CALLS_SUBTYPES)}"
+            said, agent_role = (str(reason), role) if item["audio_only"] else (role, "routine")
+            tags += [role] + (["agent_only"] if item["audio_only"] else [])
+        else:
+            if rng.random() < CALLS_LOOKALIKE["speech"]:
+                said = "lookalike"  # the reason is then in the ticket alone
+            elif rng.random() < CALLS_NEUTRAL_TICKET:
+                ticket = "neutral"
+                tags.append("speech_only")
+            if rng.random() < CALLS_LOOKALIKE["agent"]:
+                agent_role = "lookalike"
+            tags += ["lookalike"] if "lookalike" in (said, agent_role) else []
+        item_id, data, speech = f"item-{i:04d}", {"ticket": _say(rng, "calls", split, "text", ticket, slots)}, {}
+        for side, voice, role in (("customer", str(rng.choice(customers)), said),
+                                  ("agent", f"festival:{FESTIVAL_VOICE}", agent_role)):  # fmt: skip
+            speech[side] = _say(rng, "calls", split, "speech" if side == "customer" else "agent", role, slots)
+            rate = 8000 if rng.random() < CALLS_NARROWBAND else 16000
+            data[side] = f"audio/{item_id}-{side}.wav"
+            wave = speech_wave(voice, speech[side], rate, rng, telephone=True)
+            save_audio(wave, rate, job.out_dir / data[side], rng, CALLS_SNR_DB)
+        label_of = {"reason": str(reason), "escalate": label}
+        records.append({"id": item_id, "data": data, "label": label_of, "tags": tags, "split": split,
+                        "speech": speech["customer"], "agent_speech": speech["agent"]})  # fmt: skip
+    return records
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -708,7 +882,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "podcast": Recipe(podcast, PODCAST_CONFIG, ("flite", "sox")),
     "clips": Recipe(clips, CLIPS_CONFIG, ("text2wave", "espeak-ng", "sox")),
-    "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox"), held_out=True),
+    "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox")),
+    "calls": Recipe(calls, CALLS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
 }
 MODALITIES = ("image", "text", "audio")
 
@@ -744,10 +919,11 @@ def build(recipe: str, out_dir: Path, n_items: int, seed: int, test_items: int =
         records += spec.make(Job(np.random.default_rng([seed, 1]), out_dir, test_items, n_items, test_only=True))
     if not any((out_dir / "images").iterdir()):
         (out_dir / "images").rmdir()
-    # The task keys are the config's: the first object of each modality reads that manifest field.
+    # The task keys are the config's: the first object of each modality reads that manifest field
+    # (a recipe with several objects of one modality writes the task data itself).
     config = parse_label_config(spec.label_config)
     key_of = {m: next(o.value_key for o in config.objects if o.modality == m) for m in MODALITIES if m in records[0]}
-    tasks = [{"data": {key: r[m] for m, key in key_of.items()}} for r in records]
+    tasks = [{"data": r.get("data") or {key: r[m] for m, key in key_of.items()}} for r in records]
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))

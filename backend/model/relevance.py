@@ -1,7 +1,7 @@
 """Which objects each head reads, decided from the project's own labels.
 
 A rare label learnt from a few dozen positives drowns among objects that do not carry it: on the
-suite's held-out set the model found none of `remove` while a linear probe of the review text
+suite's reviews set the model found none of `remove` while a linear probe of the review text
 alone found a quarter (BENCHMARKS.md, "Objects each head reads"). So, before training, each
 object is probed per head: a balanced logistic regression on the object's mean token, scored by
 cross-validated ROC AUC for every label of the head with enough tasks. An object tells the head

@@ -154,6 +154,7 @@ def test_recall_at_precision() -> None:
         ('{"image": "a.png", "label": "OK", "split": "train"}', 'split must be "pool" or "test"'),
         ('{"audio": 7, "label": "OK"}', "audio must be a path or URL"),
         ('{"text": "hi", "label": "OK", "tags": "rare"}', "tags must be a list"),
+        ('{"data": {"clip": 3}, "label": "OK"}', "data must be an object of strings"),
     ],
 )
 def test_a_bad_manifest_line_is_named_and_nothing_runs(tmp_path: Path, line: str, says: str) -> None:
@@ -222,6 +223,20 @@ def test_absolute_paths_elsewhere_are_read_without_media_roots(manifest, tmp_pat
     shutil.copy(manifest.parent / "label_config.xml", elsewhere.parent)
     result = _simulate(elsewhere, tmp_path / "out", redis_url, encoders, monkeypatch)
     assert result["config"]["items"] == len(records)
+
+
+def test_a_record_may_carry_its_task_data_for_several_objects_of_a_modality() -> None:
+    """Two Audio objects: a record's `data` is the task data as Label Studio holds it; without one,
+    each field goes to the first object of its modality. Only media paths widen the readable folders."""
+    config = parse_label_config(
+        "<View><Text name='ticket' value='$ticket'/><Audio name='customer' value='$customer'/>"
+        "<Audio name='agent' value='$agent'/>"
+        "<Choices name='c' toName='ticket'><Choice value='OK'/><Choice value='Bad'/></Choices></View>"
+    )
+    both = {"data": {"ticket": "/not/a/folder", "customer": "/calls/a.wav", "agent": "file:///agents/b.wav"}}
+    assert simulate.task_data(both, config) == both["data"]
+    assert simulate.task_data({"text": "hi", "audio": "c.wav"}, config) == {"ticket": "hi", "customer": "c.wav"}
+    assert simulate.local_dirs([both], config) == ["/agents", "/calls"]
 
 
 def test_when_nothing_can_be_read_the_error_says_why(tmp_path, redis_url, encoders, monkeypatch) -> None:

@@ -15,14 +15,25 @@ from PIL import Image
 
 from backend.lab import suite
 from backend.lab.demo import DemoDataError
-from backend.lab.simulate import read_manifest
+from backend.lab.simulate import read_manifest, task_data
 from backend.labelstudio.labelconfig import parse_label_config
 
 N_ITEMS = 32
 EXTRA = 8  # extra test items
 SEED = 5
-RARE = {"podcast": ("rating", "unsafe"), "clips": ("flags", "alert"), "reviews": ("verdict", "remove")}
-FIELDS = {"podcast": {"text", "audio"}, "clips": {"image", "audio"}, "reviews": {"image", "text", "audio"}}
+RARE = {
+    "podcast": ("rating", "unsafe"),
+    "clips": ("flags", "alert"),
+    "reviews": ("verdict", "remove"),
+    "calls": ("escalate", "security"),
+}
+# calls has two Audio objects, so its records carry the task data keyed by the config (`data`)
+FIELDS = {
+    "podcast": {"text", "audio"},
+    "clips": {"image", "audio"},
+    "reviews": {"image", "text", "audio"},
+    "calls": {"data", "agent_speech"},
+}
 
 
 def _tools_or_skip(recipe: str) -> None:
@@ -46,6 +57,16 @@ def recipe(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def _media(record: dict, config) -> dict[str, str]:
+    """A record's media files by modality of the object that reads them ("audio" may be several)."""
+    kind = {o.value_key: o.modality for o in config.objects}
+    return {key: path for key, path in task_data(record, config).items() if kind[key] != "text"}
+
+
+def _config(manifest: Path):
+    return parse_label_config((manifest.parent / "label_config.xml").read_text())
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -53,7 +74,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_manifest_and_config_fit(recipe: str, sets: dict[str, Path]) -> None:
     manifest = sets[recipe]
     records = read_manifest(manifest)
-    config = parse_label_config((manifest.parent / "label_config.xml").read_text())
+    config = _config(manifest)
     controls = {c.name: c for c in config.controls}
     assert len(records) == N_ITEMS and len({r["id"] for r in records}) == N_ITEMS
     for r in records:
@@ -63,12 +84,12 @@ def test_manifest_and_config_fit(recipe: str, sets: dict[str, Path]) -> None:
             chosen = value if controls[name].multiple else [value]
             assert isinstance(value, list) == controls[name].multiple and chosen
             assert set(chosen) <= set(controls[name].labels)
-        for m in FIELDS[recipe] - {"text"}:
-            assert not Path(r[m]).is_absolute() and (manifest.parent / r[m]).is_file()
-    # simulate hands each manifest field to the first object of its modality: the tasks use the same keys.
-    key_of = {o.modality: o.value_key for o in reversed(config.objects)}
+        for path in _media(r, config).values():
+            assert not Path(path).is_absolute() and (manifest.parent / path).is_file()
+        assert set(task_data(r, config)) == {o.value_key for o in config.objects}  # every object has its value
+    # simulate reads each item as Label Studio would: the tasks carry the same data.
     tasks = json.loads((manifest.parent / "tasks.json").read_text())
-    assert [t["data"] for t in tasks] == [{key_of[m]: r[m] for m in sorted(FIELDS[recipe])} for r in records]
+    assert [t["data"] for t in tasks] == [task_data(r, config) for r in records]
     assert all(len(c.labels) >= 3 for c in config.controls)
 
 
@@ -84,17 +105,20 @@ def test_rare_label_in_both_splits(recipe: str, sets: dict[str, Path]) -> None:
 
 
 def test_media_decode(recipe: str, sets: dict[str, Path]) -> None:
-    folder, rates = sets[recipe].parent, set()
+    folder, rates, config = sets[recipe].parent, set(), _config(sets[recipe])
+    kind = {o.value_key: o.modality for o in config.objects}
     for r in read_manifest(sets[recipe]):
-        audio, rate = sf.read(folder / r["audio"], dtype="float32")
-        rates.add(rate)
-        assert rate in suite.RATES and audio.ndim == 1
-        assert 1.0 < len(audio) / rate < suite.MAX_CLIP_S + 1.0
-        assert np.sqrt(np.mean(audio**2)) > 0.01
-        if "image" in r:
-            with Image.open(folder / r["image"]) as im:
-                assert im.mode == "RGB" and 96 <= im.size[0] <= 160 and np.asarray(im).std() > 5
-    assert len(rates) >= 3
+        for key, path in _media(r, config).items():
+            if kind[key] == "image":
+                with Image.open(folder / path) as im:
+                    assert im.mode == "RGB" and 96 <= im.size[0] <= 160 and np.asarray(im).std() > 5
+                continue
+            audio, rate = sf.read(folder / path, dtype="float32")
+            rates.add(rate)
+            assert rate in suite.RATES and audio.ndim == 1
+            assert 1.0 < len(audio) / rate < suite.MAX_CLIP_S + 1.0
+            assert np.sqrt(np.mean(audio**2)) > 0.01
+    assert len(rates) >= (2 if recipe == "calls" else 3)  # calls: narrowband (8 kHz) or 16 kHz
 
 
 def test_same_seed_same_set(recipe: str, sets: dict[str, Path], tmp_path: Path) -> None:
@@ -138,6 +162,20 @@ def test_podcast_audio_only_blurbs_hide_the_rare_class(sets: dict[str, Path]) ->
         assert not [w for w in suite.wordings("podcast", split, "text", "neutral") if words.search(w)]
         for sub in suite.PODCAST_SUBTYPES:
             assert all(words.search(w) for w in suite.wordings("podcast", split, "speech", f"unsafe:{sub}"))
+
+
+def test_calls_security_cases_only_the_agent_tells(sets: dict[str, Path]) -> None:
+    """Half the security cases are told by the agent's side alone; the customer then states a reason."""
+    _tools_or_skip("calls")
+    records = read_manifest(sets["calls"])
+    security = [r for r in records if r["label"]["escalate"] == "security"]
+    agent_only = [r for r in security if "agent_only" in r["tags"]]
+    assert agent_only and len(agent_only) < len(security)
+    for split in ("pool", "test"):
+        reasons = {w for reason in suite.CALLS_REASONS for w in suite.wordings("calls", split, "speech", reason)}
+        assert all(r["speech"] in reasons for r in agent_only if r["split"] == split)
+        told = {w for sub in suite.CALLS_SUBTYPES for w in suite.wordings("calls", split, "agent", f"security:{sub}")}
+        assert all(r["agent_speech"] in told for r in agent_only if r["split"] == split)
 
 
 def test_missing_tool_says_which_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
