@@ -844,13 +844,13 @@ def calls(job: Job) -> list[dict[str, Any]]:
         elif label == "security":
             role = f"security:{rng.choice(CALLS_SUBTYPES)}"
             said, agent_role = (str(reason), role) if item["audio_only"] else (role, "routine")
-            tags += [role] + (["agent_only"] if item["audio_only"] else [])
+            tags += [role] + (["agent_only", "audio_only"] if item["audio_only"] else [])
         else:
             if rng.random() < CALLS_LOOKALIKE["speech"]:
                 said = "lookalike"  # the reason is then in the ticket alone
             elif rng.random() < CALLS_NEUTRAL_TICKET:
                 ticket = "neutral"
-                tags.append("speech_only")
+                tags += ["speech_only", "audio_only"]
             if rng.random() < CALLS_LOOKALIKE["agent"]:
                 agent_role = "lookalike"
             tags += ["lookalike"] if "lookalike" in (said, agent_role) else []
