@@ -149,9 +149,8 @@ class VLMAE(nn.Module):
 
     def space(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
         """The latent space LSB searches: the fused embedding `z` itself, or, once heads read only
-        some objects, the embeddings of the views the heads read, side by side. `z` then trains
-        through no head: searched alone, market's violations found half as many of their kind
-        (BENCHMARKS.md, "Objects each head reads")."""
+        some objects, the embeddings of the views the heads read, side by side: `z` may then train
+        through no head, a space no label shaped (BENCHMARKS.md, "Objects each head reads")."""
         parts = [z if view is None else self.embed(self._seen(batch, view)) for view in self._space_views]
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
