@@ -24,6 +24,15 @@ CONFIG = LabelConfig(
     fingerprint="test",
 )
 
+# A small model over the three objects of _tasks, two heads.
+SMALL = FusionConfig(
+    input_dims={"image": 12, "audio": 6, "speech": 4},
+    objects=[("photo", "image"), ("note", "audio"), ("words", "speech")],
+    heads=[("kind", 2, False), ("policy", 2, False)],
+    d_model=16,
+    n_heads=2,
+)
+
 
 def _tasks(rng: np.random.Generator, n: int, rare: float = 0.15) -> tuple[list[dict], list[list]]:
     """`kind` is in the photo, the rare `remove` in the spoken words; the sound frames are noise."""
@@ -64,14 +73,7 @@ def test_auc_standard_error_shrinks_with_more_tasks_and_vanishes_at_a_perfect_sc
 
 
 def test_a_head_with_a_view_ignores_every_other_object():
-    cfg = FusionConfig(
-        input_dims={"image": 12, "audio": 6, "speech": 4},
-        objects=[("photo", "image"), ("note", "audio"), ("words", "speech")],
-        heads=[("kind", 2, False), ("policy", 2, False)],
-        d_model=16,
-        n_heads=2,
-        head_objects=[["photo"], ["words"]],
-    )
+    cfg = replace(SMALL, head_objects=[["photo"], ["words"]])
     torch.manual_seed(0)
     model = VLMAE(cfg).eval()
     feats, _ = _tasks(np.random.default_rng(3), 4)
@@ -91,13 +93,7 @@ def test_a_head_with_a_view_ignores_every_other_object():
 def test_lsb_searches_the_views_the_heads_read():
     """With views, the latent space is the embeddings of the views read, side by side; without,
     the fused embedding itself (and an ensemble's, member by member)."""
-    cfg = FusionConfig(
-        input_dims={"image": 12, "audio": 6, "speech": 4},
-        objects=[("photo", "image"), ("note", "audio"), ("words", "speech")],
-        heads=[("kind", 2, False), ("policy", 2, False)],
-        d_model=16,
-        n_heads=2,
-    )
+    cfg = SMALL
     feats, _ = _tasks(np.random.default_rng(5), 6)
     torch.manual_seed(0)
     plain = VLMAE(cfg).eval()
