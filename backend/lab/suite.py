@@ -835,15 +835,15 @@ def calls(job: Job) -> list[dict[str, Any]]:
     plan = _plan(job, CALLS_RATES, "security", CALLS_AGENT_ONLY)
     reasons = rng.permutation([CALLS_REASONS[i % len(CALLS_REASONS)] for i in range(len(plan))])
     records = []
-    for i, (item, reason) in enumerate(zip(_progress(plan), reasons, strict=True), start=job.first):
+    for i, (item, reason) in enumerate(zip(_progress(plan), map(str, reasons), strict=True), start=job.first):
         split, label, tags = item["split"], item["label"], []
         slots = _slots(rng, "calls", split)
-        said, agent_role, ticket = str(reason), "routine", str(reason)
+        said, agent_role, ticket = reason, "routine", reason
         if label == "supervisor":
             said = "supervisor"
         elif label == "security":
             role = f"security:{rng.choice(CALLS_SUBTYPES)}"
-            said, agent_role = (str(reason), role) if item["audio_only"] else (role, "routine")
+            said, agent_role = (reason, role) if item["audio_only"] else (role, "routine")
             tags += [role] + (["agent_only", "audio_only"] if item["audio_only"] else [])
         else:
             if rng.random() < CALLS_LOOKALIKE["speech"]:
@@ -862,7 +862,7 @@ def calls(job: Job) -> list[dict[str, Any]]:
             data[side] = f"audio/{item_id}-{side}.wav"
             wave = speech_wave(voice, speech[side], rate, rng, telephone=True)
             save_audio(wave, rate, job.out_dir / data[side], rng, CALLS_SNR_DB)
-        label_of = {"reason": str(reason), "escalate": label}
+        label_of = {"reason": reason, "escalate": label}
         records.append({"id": item_id, "data": data, "label": label_of, "tags": tags, "split": split,
                         "speech": speech["customer"], "agent_speech": speech["agent"]})  # fmt: skip
     return records
@@ -885,7 +885,6 @@ RECIPES: dict[str, Recipe] = {
     "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox")),
     "calls": Recipe(calls, CALLS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
 }
-MODALITIES = ("image", "text", "audio")
 
 
 def _progress(items: list) -> Any:
@@ -919,11 +918,11 @@ def build(recipe: str, out_dir: Path, n_items: int, seed: int, test_items: int =
         records += spec.make(Job(np.random.default_rng([seed, 1]), out_dir, test_items, n_items, test_only=True))
     if not any((out_dir / "images").iterdir()):
         (out_dir / "images").rmdir()
-    # The task keys are the config's: the first object of each modality reads that manifest field
-    # (a recipe with several objects of one modality writes the task data itself).
+    # The tasks carry what `broaden simulate` reads (imported here: it brings torch, a build does not need it).
+    from backend.lab.simulate import task_data
+
     config = parse_label_config(spec.label_config)
-    key_of = {m: next(o.value_key for o in config.objects if o.modality == m) for m in MODALITIES if m in records[0]}
-    tasks = [{"data": r.get("data") or {key: r[m] for m, key in key_of.items()}} for r in records]
+    tasks = [{"data": task_data(r, config)} for r in records]
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))
