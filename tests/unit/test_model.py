@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from backend.config import Settings
+from backend.model import training
 from backend.model.training import (
     _fit,
     audio_free_heads,
@@ -194,6 +197,24 @@ def test_heads_that_lean_on_photo_and_text_are_told_apart_from_those_the_audio_d
     assert audio_free_heads(model, batch, ys, has) == [True, False]
     few = torch.arange(64) < 12  # under 10 tasks a label: too few to tell what decides it
     assert audio_free_heads(model, batch, ys, [few, few]) == [False, False]
+
+
+def test_a_head_the_audio_decides_for_a_few_tasks_keeps_the_audio(monkeypatch):
+    """The photo tells the category of 15 tasks in 16; the 16th shows the other category and only
+    its words tell the truth: without the audio the head would get those tasks wrong."""
+    rng = np.random.default_rng(4)
+    cfg, feats, ys = _two_heads(rng, 96)
+    for i in range(0, 96, 16):
+        sign = 1.0 if ys[0][i, 1] else -1.0
+        feats[i]["img"] = (feats[i]["img"] - sign * 3.0 * np.tile([1, -1], 6)).astype(np.float32)
+        feats[i]["voice.speech"] = (rng.normal(size=(1, 4)) + 1.5 * sign * np.array([1, -1, 1, -1])).astype(np.float32)
+    cfg, ys = replace(cfg, heads=cfg.heads[:1]), ys[:1]
+    batch, has = collate(feats, cfg), [torch.ones(96, dtype=torch.bool)]
+    model = _fit(cfg, batch, ys, has, Settings(seed=0))
+    monkeypatch.setattr(training, "AUDIO_FREE_RATIO", 1.0)  # so that the ratio alone would free it
+    assert audio_free_heads(model, batch, ys, has) == [False]  # 6 tasks in 96 lose their label
+    monkeypatch.setattr(training, "AUDIO_FREE_MAX_DECIDED", 0.1)
+    assert audio_free_heads(model, batch, ys, has) == [True]
 
 
 def test_an_audio_free_head_answers_the_same_with_or_without_the_audio():
