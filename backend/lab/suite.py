@@ -1,13 +1,15 @@
 """Benchmark sets made unlike `broaden demo-data`: defaults are chosen on several, checked on one.
 
 Each recipe is made differently: other speech engines (flite, festival, espeak-ng) perturbed per
-item (tempo, pitch, noise, sample rates from 8 to 44.1 kHz), other media (no image, no text,
-drawn scenes, crops of real photos), other label configs (names, three-way and multiple-choice
+item (tempo, pitch, noise, rooms, hum, clipping, sample rates from 8 to 44.1 kHz, WAV, FLAC or Ogg
+Vorbis), other media (no image, no text, drawn scenes, crops of real photos, usage charts; plain
+text or HTML), other label configs (names, object tags, three- to five-way and multiple-choice
 controls) and other rare classes with sub-types and benign look-alikes. Every set is written in
 the format `broaden simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label
 Studio, media paths relative to the folder. Test items draw their sentences from parts of their
-own, so no test wording occurs in the pool. `calls` is the held-out set: no default is chosen
-on it (Recipe.held_out). `reviews` was until its probes informed a choice (BENCHMARKS.md).
+own, so no test wording occurs in the pool. `meters` is the held-out set: no default is chosen
+on it (Recipe.held_out). `reviews` and `calls` were held out until each informed a choice once
+(BENCHMARKS.md).
 
     python -m backend.lab.suite --recipe podcast --out sets/podcast --items 400 --seed 0
 """
@@ -15,6 +17,7 @@ on it (Recipe.held_out). `reviews` was until its probes informed a choice (BENCH
 from __future__ import annotations
 
 import argparse
+import colorsys
 import itertools
 import json
 import logging
@@ -26,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +96,11 @@ def _say(rng: np.random.Generator, recipe: str, split: str, kind: str, role: str
     return text[0].upper() + text[1:]
 
 
-def _plan(job: Job, rates: dict[str, float | None], rare: str, audio_share: dict[str, float]) -> list[dict[str, Any]]:
+def _plan(
+    job: Job, rates: dict[str, float | None], rare: tuple[str, ...], audio_share: dict[str, float]
+) -> list[dict[str, Any]]:
     """Split, label and whether only the audio tells, per item. Labels other than the default
-    (the first of rates with rate None) get their rate in each split, the rare one at least
+    (the first of rates with rate None) get their rate in each split, the rare ones at least
     MIN_RARE_PER_SPLIT; within each split and label, the given share is decided by audio alone.
     A test-only job puts every item in the test split."""
     rng, n_items = job.rng, job.n_items
@@ -109,7 +115,7 @@ def _plan(job: Job, rates: dict[str, float | None], rare: str, audio_share: dict
         for label, rate in rates.items():
             if rate is None:
                 continue
-            k = max(MIN_RARE_PER_SPLIT, round(size * rate)) if label == rare else round(size * rate)
+            k = max(MIN_RARE_PER_SPLIT, round(size * rate)) if label in rare else round(size * rate)
             for i in free[:k]:
                 plan[i]["label"] = label
             free = free[k:]
@@ -162,15 +168,17 @@ def speech_wave(
     telephone: bool = False,
     tempo: tuple[float, float] = TEMPO,
     cents: float = PITCH_CENTS,
+    extra: tuple[str, ...] = (),
 ) -> np.ndarray:
     """text spoken by voice, shifted in pitch, changed in tempo (sped up further if it would run
-    over MAX_CLIP_S) and resampled to rate by sox; telephone: band-limited to 300-3400 Hz."""
+    over MAX_CLIP_S) and resampled to rate by sox; telephone: band-limited to 300-3400 Hz; extra:
+    more sox effects (a room, a filter) before the resampling."""
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         _synthesize(voice, text, raw, rng)
         factor = max(rng.uniform(*tempo), sf.info(raw).duration / MAX_CLIP_S)
         effects = ["pitch", f"{rng.uniform(-cents, cents):.0f}", "tempo", "-s", f"{factor:.3f}"]
-        effects += ["sinc", "300-3400"] if telephone else []
+        effects += (["sinc", "300-3400"] if telephone else []) + list(extra)
         cmd = ["sox", "-V1", "-D", str(raw), "-e", "floating-point", "-b", "32", str(out), *effects, "rate", str(rate)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode:
@@ -179,18 +187,22 @@ def speech_wave(
     return wave.mean(axis=1)
 
 
-def save_audio(
-    wave: np.ndarray, rate: int, path: Path, rng: np.random.Generator, snr_db: tuple[float, float] = SNR_DB
-) -> None:
-    """Pad with a little silence, add white or rumbling noise at an SNR drawn from snr_db, set a
-    random level and write 16-bit PCM at rate."""
+def noisy(wave: np.ndarray, rate: int, rng: np.random.Generator, snr_db: tuple[float, float] = SNR_DB) -> np.ndarray:
+    """Padded with a little silence, with white or rumbling noise at an SNR drawn from snr_db."""
     pad = [np.zeros(int(rng.uniform(0.05, 0.5) * rate), np.float32) for _ in range(2)]
     wave = np.concatenate([pad[0], wave, pad[1]])
     noise = rng.standard_normal(len(wave))
     if rng.random() < 0.5:  # rumble: a random walk less its slow drift
         noise = np.cumsum(noise) - np.convolve(np.cumsum(noise), np.ones(64) / 64, mode="same")
     power = np.mean(wave**2) / 10 ** (rng.uniform(*snr_db) / 10)
-    wave = wave + noise * np.sqrt(power / max(np.mean(noise**2), 1e-12))
+    return wave + noise * np.sqrt(power / max(np.mean(noise**2), 1e-12))
+
+
+def save_audio(
+    wave: np.ndarray, rate: int, path: Path, rng: np.random.Generator, snr_db: tuple[float, float] = SNR_DB
+) -> None:
+    """noisy(wave), at a random level, written as 16-bit PCM at rate."""
+    wave = noisy(wave, rate, rng, snr_db)
     wave *= rng.uniform(0.3, 0.9) / max(np.abs(wave).max(), 1e-6)
     sf.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
 
@@ -521,6 +533,130 @@ PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
             },
         },
     },
+    "meters": {
+        "pool": {
+            "fill": {
+                "meter": ["gas meter", "electric meter", "smart meter", "prepayment meter"],
+                "place": ["under the stairs", "in the garage", "in the outside box", "in the cellar"],
+                "amount": ["two hundred pounds", "ninety pounds", "three hundred and forty pounds"],
+                "obstacle": ["a locked gate", "a barking dog", "nobody at home", "a blocked cupboard"],
+                "name": ["Mrs Okafor", "Mr Byrne", "the tenant", "the landlord"],
+            },
+            "text": {
+                "opener": ["", "Notes: ", "Reader's note: "],
+                "closer": ["", " Photo on file.", " Done."],
+                "neutral": ["Visit logged, details in the voice memo.", "See the attached memo for this one."],
+                "file": ["Read the {meter} {place}, nothing unusual.",
+                         "{meter} read, display clear, {name} was helpful.",
+                         "Normal reading from the {meter} {place}."],
+                "reread": ["No access because of {obstacle}, needs another visit.",
+                           "Could not reach the {meter} {place}, {obstacle}."],
+                "bill": ["{name} disputes a bill of {amount} and asks for a refund.",
+                         "{name} says the {amount} bill was estimated and wants it checked."],
+                "tamper:bypass": ["Cables run round the {meter}, looks bypassed.",
+                                  "Extra wiring {place} skips the {meter} altogether."],
+                "tamper:magnet": ["Strong magnet stuck to the side of the {meter}.",
+                                  "{name} had a magnet on the {meter} to slow the dial."],
+                "tamper:seal": ["Seal on the {meter} broken and the cover forced.",
+                                "The {meter} seal has been cut and glued back."],
+                "safety:gas": ["Strong smell of gas {place}, called the emergency line.",
+                               "Hissing from the pipe by the {meter}, suspected gas escape."],
+                "safety:scorch": ["Scorch marks and a burning smell at the {meter}.",
+                                  "Melted cable tails {place}, live parts showing."],
+                "safety:co": ["{name} has headaches and the boiler flue is sooty, carbon monoxide risk.",
+                              "Carbon monoxide alarm sounding {place} when I arrived."],
+                "lookalike": ["New seal fitted after the {meter} was exchanged.",
+                              "{name} asked how to spot a gas leak, left the leaflet.",
+                              "Magnetic key fob on the cupboard door, reading clear.",
+                              "Electrician tidied the cables {place} last week, certificate seen."],
+            },
+            "speech": {
+                "opener": ["", "Right, ", "Memo, ", "Okay so "],
+                "closer": [".", ", over.", ", that's it."],
+                "remark": ["next stop after this one is across the road", "note to self, parking here is a nightmare",
+                           "{name} offered me a cup of tea"],
+                "file": ["all normal with the {meter} {place}", "reading taken, nothing to report"],
+                "reread": ["could not get to the {meter}, {obstacle}",
+                           "no access today because of {obstacle}, book a revisit"],
+                "bill": ["{name} is unhappy about a bill of {amount} and wants money back",
+                         "{name} thinks the {amount} bill is wrong"],
+                "tamper:bypass": ["someone has wired round the {meter}, it is bypassed",
+                                  "there is a cable going straight past the {meter}"],
+                "tamper:magnet": ["there is a big magnet on the {meter} to slow it down",
+                                  "{name} hid a magnet behind the {meter}"],
+                "tamper:seal": ["the seal on the {meter} has been cut and stuck back",
+                                "the {meter} cover has been forced open"],
+                "safety:gas": ["I can smell gas {place}, I have called the emergency line",
+                               "there is a gas leak {place}, get someone out today"],
+                "safety:scorch": ["the {meter} is scorched and smells like burning plastic",
+                                  "melted cables {place}, this needs an electrician now"],
+                "safety:co": ["the carbon monoxide alarm was going off when I arrived",
+                              "{name} feels dizzy and the flue is blocked, possible carbon monoxide"],
+                "lookalike": ["just fitted a new seal after swapping the {meter}, all above board",
+                              "gave {name} the gas safety leaflet, no smell anywhere",
+                              "the fridge magnets on the cupboard door made me laugh",
+                              "the old scorch mark {place} was fixed years ago, all fine now"],
+            },
+        },
+        "test": {
+            "fill": {
+                "meter": ["economy seven meter", "dial meter", "token meter"],
+                "place": ["behind the front door", "in the shed", "by the back porch"],
+                "amount": ["a hundred and sixty pounds", "five hundred pounds"],
+                "obstacle": ["an angry goose", "scaffolding", "a padlocked box"],
+                "name": ["Miss Kowalski", "Dr Mensah", "the lodger"],
+            },
+            "text": {
+                "opener": ["", "Remarks: ", "Field note: "],
+                "closer": ["", " Logged.", " See photo."],
+                "neutral": ["Memo recorded on site, no typed notes.", "Details by voice memo only."],
+                "file": ["{meter} reading fine, {name} present.", "Routine read {place}, all in order."],
+                "reread": ["Visit failed, {obstacle}, rebook.", "{meter} unreachable {place} due to {obstacle}."],
+                "bill": ["Complaint about {amount} on the last statement, refund requested.",
+                         "{name} queries a charge of {amount}."],
+                "tamper:bypass": ["Jumper leads fitted across the {meter} terminals.",
+                                  "Supply taken from before the {meter}, not recorded."],
+                "tamper:magnet": ["Neodymium block found on top of the {meter}.",
+                                  "Register stopped while a magnet sat on the {meter}."],
+                "tamper:seal": ["Security tag missing and screws scratched on the {meter}.",
+                                "Tamper tape on the {meter} torn, case prised open."],
+                "safety:gas": ["Gas odour {place}, supply isolated at the valve.",
+                               "Escape of gas reported, engineer called out."],
+                "safety:scorch": ["Cut-out hot to touch and blackened by the {meter}.",
+                                  "Smoke coming from the fuse {place}."],
+                "safety:co": ["Yellow flames and soot on the cooker, {name} feels sick.",
+                              "CO detector beeping {place}, family sent outside."],
+                "lookalike": ["{name} wants a carbon monoxide alarm fitted, none there yet.",
+                              "Old tamper tape replaced during the {meter} upgrade.",
+                              "Fridge covered in magnets, unrelated to the {meter}."],
+            },
+            "speech": {
+                "opener": ["", "So, ", "Note, "],
+                "closer": [".", ", cheers.", ", moving on."],
+                "remark": ["lovely weather for it today", "the van needs fuel before the next job"],
+                "file": ["{meter} looks healthy, nothing odd", "read it {place}, everything in order"],
+                "reread": ["{obstacle} stopped me getting in, try again next week",
+                           "could not read the {meter}, {obstacle} in the way"],
+                "bill": ["{name} says the bill of {amount} cannot be right",
+                         "{name} asked for a refund on {amount}"],
+                "tamper:bypass": ["the {meter} has jump leads across it, nothing is being counted",
+                                  "they are taking power before the {meter}"],
+                "tamper:magnet": ["found a magnet clamped onto the {meter}",
+                                  "the {meter} stops turning when that magnet is on it"],
+                "tamper:seal": ["the tamper tape on the {meter} is ripped",
+                                "somebody has opened the {meter} case and the tag is gone"],
+                "safety:gas": ["strong gas smell {place}, I turned it off at the valve",
+                               "gas escaping {place}, the emergency engineer is on the way"],
+                "safety:scorch": ["smoke from the fuse {place}, it is too hot to touch",
+                                  "the cut-out by the {meter} is black and burnt"],
+                "safety:co": ["the CO detector {place} keeps beeping, I got everyone out",
+                              "soot all over the cooker and {name} feels sick, could be carbon monoxide"],
+                "lookalike": ["{name} asked me where to buy a carbon monoxide detector",
+                              "replaced the old tamper tape as part of the {meter} upgrade",
+                              "someone's fridge magnets fell off when I opened the door"],
+            },
+        },
+    },
 }
 # fmt: on
 
@@ -559,7 +695,7 @@ def podcast(job: Job) -> list[dict[str, Any]]:
     the clip tells; look-alike clips talk about scams and cures innocently. Speech by flite."""
     rng, voices = job.rng, flite_voices()
     records = []
-    plan = _plan(job, PODCAST_RATES, "unsafe", dict.fromkeys(PODCAST_RATES, PODCAST_AUDIO_ONLY))
+    plan = _plan(job, PODCAST_RATES, ("unsafe",), dict.fromkeys(PODCAST_RATES, PODCAST_AUDIO_ONLY))
     for i, item in enumerate(_progress(plan), start=job.first):
         split, label = item["split"], item["label"]
         slots = _slots(rng, "podcast", split)
@@ -604,7 +740,7 @@ def clips(job: Job) -> list[dict[str, Any]]:
     (rare: fire, flood, intruder) are only said; look-alikes mention them innocently. Speech by
     festival and espeak-ng, music synthesised."""
     rng, voices = job.rng, [f"espeak-ng:{v}" for v in available_voices()]
-    plan = _plan(job, CLIPS_RATES, "alert", {})
+    plan = _plan(job, CLIPS_RATES, ("alert",), {})
     scenes = rng.permutation([CLIPS_SCENES[i % len(CLIPS_SCENES)] for i in range(len(plan))])
     records = []
     for i, (item, scene) in enumerate(zip(_progress(plan), scenes, strict=True), start=job.first):
@@ -754,7 +890,7 @@ def reviews(job: Job) -> list[dict[str, Any]]:
             "test": load_fashion_mnist(FASHION_MNIST_DIR, "t10k")[0],
         }
     records = []
-    plan = _plan(job, REVIEWS_RATES, "remove", REVIEWS_AUDIO_ONLY)
+    plan = _plan(job, REVIEWS_RATES, ("remove",), REVIEWS_AUDIO_ONLY)
     for i, item in enumerate(_progress(plan), start=job.first):
         split, label, tags = item["split"], item["label"], []
         slots = _slots(rng, "reviews", split)
@@ -821,9 +957,9 @@ CALLS_CONFIG = label_config(
 
 
 def calls(job: Job) -> list[dict[str, Any]]:
-    """HELD OUT: support calls as a ticket line and two recordings, the customer's side and the
-    agent's (two Audio objects: records carry Label Studio's task data, keyed by the config). No
-    default is ever chosen on this set.
+    """Support calls as a ticket line and two recordings, the customer's side and the agent's (two
+    Audio objects: records carry Label Studio's task data, keyed by the config). The held-out set
+    until what it showed changed a training rule; `meters` took its place.
 
     `reason` (billing, outage, move, upgrade) is in the ticket, or for a third of calls not
     escalated only in what the customer says. `escalate`: none, supervisor (an angry customer) or
@@ -832,7 +968,7 @@ def calls(job: Job) -> list[dict[str, Any]]:
     flite and espeak-ng, the agent by festival; every recording narrowband and noisy."""
     rng = job.rng
     customers = flite_voices() + [f"espeak-ng:{v}" for v in available_voices()]
-    plan = _plan(job, CALLS_RATES, "security", CALLS_AGENT_ONLY)
+    plan = _plan(job, CALLS_RATES, ("security",), CALLS_AGENT_ONLY)
     reasons = rng.permutation([CALLS_REASONS[i % len(CALLS_REASONS)] for i in range(len(plan))])
     records = []
     for i, (item, reason) in enumerate(zip(_progress(plan), map(str, reasons), strict=True), start=job.first):
@@ -868,6 +1004,294 @@ def calls(job: Job) -> list[dict[str, Any]]:
     return records
 
 
+METERS_RATES = {"File, no action": None, "Re-read: no access": 0.16, "Bill query (£)": 0.12,
+                "Suspected tampering": 0.06, "Urgent – gas/CO!": 0.03}  # fmt: skip
+METERS_RARE = ("Suspected tampering", "Urgent – gas/CO!")
+METERS_ROLES = dict(zip(METERS_RATES, ("file", "reread", "bill", "tamper", "safety"), strict=True))
+METERS_SUBTYPES = {"tamper": ("bypass", "magnet", "seal"), "safety": ("gas", "scorch", "co")}
+METERS_AUDIO_ONLY = dict.fromkeys(METERS_RATES, 0.3)  # of every label: a neutral note, only the memo tells
+METERS_CHART_ONLY = 0.3  # of tampering the memo and notes miss: only the meter's logged event tells
+METERS_EVENT_TOO = 0.5  # of the other tampering cases: the meter logged it as well
+METERS_LOOKALIKE = {"text": 0.12, "speech": 0.12}  # of routine visits: seals, magnets, gas, harmless
+METERS_BENIGN_EVENT = 0.15  # of visits not for tampering: a harmless event marked on the chart
+METERS_USAGE = ("Steady", "Rising", "Spike", "Days at zero")  # the chart's shape; balanced
+# The meter's logged events: tampering (by sub-type) marked by a red triangle, harmless ones by other marks.
+TAMPER_EVENTS = {"bypass": "current imbalance", "magnet": "magnetic interference", "seal": "cover opened"}
+BENIGN_EVENTS = {"meter exchanged": "circle", "tariff change": "square", "low battery": "triangle"}
+METERS_FORMATS = ("wav", "flac", "ogg")  # the memo's container, drawn per item
+METERS_SNR_DB = (12.0, 35.0)
+METERS_CONFIG = label_config(
+    [
+        ("Image", "readings", "readings_png"),
+        ("HyperText", "report", "report_html"),
+        ("AudioPlus", "memo", "voice_memo"),
+    ],
+    [
+        ("Route the visit", "triage", "report", list(METERS_RATES)),
+        ("Usage in the chart", "usage", "readings", list(METERS_USAGE)),
+    ],
+)
+
+
+def meters(job: Job) -> list[dict[str, Any]]:
+    """HELD OUT: meter-reading visits to review, no default is ever chosen on this set. Each is the
+    reader's typed report (HTML, a HyperText object), the meter's usage chart (Image) and a voice
+    memo recorded on site (AudioPlus, as WAV, FLAC or Ogg Vorbis).
+
+    `triage`: file, re-read, bill query, or two rare labels: suspected tampering (bypass, magnet,
+    broken seal) and urgent safety (gas, scorching, carbon monoxide). A share of each label is told
+    by the memo alone under a neutral note; some tampering only by the chart, where the meter
+    logged the event (a red triangle), while harmless events get other marks. `usage`: the chart's
+    shape. Look-alikes talk of seals, magnets and gas harmlessly. Speech by flite, espeak-ng and
+    festival, mixed per item, with rooms, hum, music, pauses and clipping."""
+    rng = job.rng
+    voices = flite_voices() + [f"espeak-ng:{v}" for v in available_voices()] + [f"festival:{FESTIVAL_VOICE}"]
+    plan = _plan(job, METERS_RATES, METERS_RARE, METERS_AUDIO_ONLY)
+    _mark_chart_only(rng, plan)
+    usages = rng.permutation([METERS_USAGE[i % len(METERS_USAGE)] for i in range(len(plan))])
+    records = []
+    for i, (item, usage) in enumerate(zip(_progress(plan), map(str, usages), strict=True), start=job.first):
+        split, label = item["split"], item["label"]
+        slots = _slots(rng, "meters", split)
+        role, note, said, tags = _meters_roles(rng, item)
+        events = _meters_events(rng, item, role)
+        tags += ["lookalike"] if "lookalike" in (note, said) else []
+        tags += ["benign_event"] if events and events[0] in BENIGN_EVENTS else []
+        item_id = f"item-{i:04d}"
+        chart, memo = f"images/{item_id}.png", f"audio/{item_id}.{rng.choice(METERS_FORMATS)}"
+        draw_chart(rng, usage, events, job.out_dir / chart)
+        report = visit_report(rng, _say(rng, "meters", split, "text", note, slots))
+        speech = _say(rng, "meters", split, "speech", said, slots)
+        tags += voice_memo(rng, _engine_voice(rng, voices), speech, job.out_dir / memo)
+        records.append({"id": item_id, "image": chart, "text": report, "audio": memo,
+                        "label": {"triage": label, "usage": usage}, "tags": tags, "split": split,
+                        "speech": speech, "events": events})  # fmt: skip
+    return records
+
+
+def _mark_chart_only(rng: np.random.Generator, plan: list[dict[str, Any]]) -> None:
+    """Per split, METERS_CHART_ONLY of the tampering cases the audio does not decide (at least one
+    where there are any) are told by the chart alone."""
+    for split in ("pool", "test"):
+        free = [p for p in plan if p["split"] == split and p["label"] == "Suspected tampering" and not p["audio_only"]]
+        k = round(len(free) * METERS_CHART_ONLY) or min(1, len(free))
+        for j in rng.permutation(len(free))[:k]:
+            free[j]["chart_only"] = True
+
+
+def _meters_roles(rng: np.random.Generator, item: dict[str, Any]) -> tuple[str, str, str, list[str]]:
+    """The item's role (with its sub-type), the note's, the memo's and the item's tags. The memo
+    repeats what the note tells half the time, else it chats; look-alikes only among routine visits."""
+    role = METERS_ROLES[item["label"]]
+    if role in METERS_SUBTYPES:
+        role = f"{role}:{rng.choice(METERS_SUBTYPES[role])}"
+    tags = [role] if ":" in role else []
+    if item["audio_only"]:
+        return role, "neutral", role, [*tags, "audio_only"]
+    if item.get("chart_only"):
+        return role, "file", str(rng.choice(["file", "remark"])), [*tags, "image_only"]
+    note, said = role, role if rng.random() < 0.5 else "remark"
+    if role == "file":
+        note = "lookalike" if rng.random() < METERS_LOOKALIKE["text"] else note
+        said = "lookalike" if rng.random() < METERS_LOOKALIKE["speech"] else said
+    return role, note, said, tags
+
+
+def _meters_events(rng: np.random.Generator, item: dict[str, Any], role: str) -> list[str]:
+    """What the meter logged: its tampering event (always when only the chart tells), or now and
+    then a harmless one."""
+    if item["label"] == "Suspected tampering":
+        logged = item.get("chart_only") or rng.random() < METERS_EVENT_TOO
+        return [TAMPER_EVENTS[role.partition(":")[2]]] if logged else []
+    return [str(rng.choice(list(BENIGN_EVENTS)))] if rng.random() < METERS_BENIGN_EVENT else []
+
+
+def _engine_voice(rng: np.random.Generator, voices: list[str]) -> str:
+    """An engine drawn uniformly, then one of its voices: espeak-ng's many voices don't crowd out the rest."""
+    engines = sorted({v.partition(":")[0] for v in voices})
+    engine = str(rng.choice(engines))
+    return str(rng.choice([v for v in voices if v.startswith(f"{engine}:")]))
+
+
+def visit_report(rng: np.random.Generator, note: str) -> str:
+    """The reader's form as HTML: a reference, a date and a serial around the note itself."""
+    ref, day, serial = rng.integers(10000, 99999), rng.integers(1, 29), rng.integers(10**6, 10**7)
+    month = str(rng.choice(["Jan", "Feb", "Mar", "Oct", "Nov", "Dec"]))
+    rows = f"<tr><th>Date</th><td>{day} {month}</td></tr><tr><th>Serial</th><td>E{serial}</td></tr>"
+    head = f"<h4>Visit {ref} · field read</h4>"
+    return f'<div class="visit">{head}<table>{rows}</table><p>{escape(note, quote=False)}</p></div>'
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts: a month or so of daily use, as bars, a line, an area or steps, with the meter's events
+# marked above the plot.
+
+
+def usage_curve(rng: np.random.Generator, usage: str, days: int) -> np.ndarray:
+    """Daily use scaled to at most 1: a weekly cycle and noise, shaped by usage."""
+    week = 1 + rng.uniform(0, 0.15) * np.sin(2 * np.pi * np.arange(days) / 7 + rng.uniform(0, 2 * np.pi))
+    values = rng.uniform(0.35, 0.6) * week * np.clip(rng.normal(1, 0.1, days), 0.6, 1.4)
+    if usage == "Rising":
+        values *= np.linspace(rng.uniform(0.35, 0.55), 1.5, days)
+    elif usage == "Spike":
+        start = int(rng.integers(2, days - 3))
+        values[start : start + int(rng.integers(1, 3))] *= rng.uniform(2.2, 3.2)
+    elif usage == "Days at zero":
+        span = int(rng.integers(4, 11))
+        start = int(rng.integers(1, days - span))
+        values[start : start + span] = 0.0
+    return values / values.max() * rng.uniform(0.7, 0.95)
+
+
+def draw_chart(rng: np.random.Generator, usage: str, events: list[str], path: Path) -> None:
+    """A chart 128-160 px wide in light or dark colours, with grid lines, axes, weekly ticks and
+    the events above the plot; sometimes a noisy screenshot."""
+    w = int(rng.integers(128, 161))
+    h = int(rng.integers(96, w + 1))
+    dark = rng.random() < 0.3
+    bg = tuple(int(c) for c in (rng.integers(15, 60, 3) if dark else rng.integers(215, 256, 3)))
+    ink = tuple(int(c) for c in (rng.integers(150, 230, 3) if dark else rng.integers(20, 110, 3)))
+    img = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = int(rng.integers(8, 18)), w - int(rng.integers(3, 8)), 22, h - int(rng.integers(8, 15))
+    grid = tuple(int((b * 3 + f) / 4) for b, f in zip(bg, ink, strict=True))
+    for y in np.linspace(top, bottom, int(rng.integers(3, 6)))[:-1]:
+        draw.line([left, y, right, y], fill=grid)
+    values = usage_curve(rng, usage, int(rng.integers(21, 43)))
+    _plot(draw, rng, values, (left, top, right, bottom), _bright(rng, dark))
+    draw.line([left, top, left, bottom, right, bottom], fill=ink)
+    step = (right - left) / len(values)
+    for day in range(0, len(values), 7):
+        draw.line([left + day * step, bottom, left + day * step, bottom + 3], fill=ink)
+    for event in events:
+        x = left + (rng.integers(len(values)) + 0.5) * step
+        _mark(draw, event, float(np.clip(x, 8, w - 8)), 11.0, float(rng.uniform(6, 9)))
+    if rng.random() < 0.3:
+        noise = rng.normal(0, rng.uniform(3, 12), (h, w, 3))
+        img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8), "RGB")
+    img.save(path)
+
+
+def _bright(rng: np.random.Generator, dark: bool) -> tuple[int, int, int]:
+    """A plot colour that is neither red (the tampering mark's) nor close to the background."""
+    hue = rng.uniform(0.12, 0.85)  # red sits at both ends of the hue circle
+    value = rng.uniform(0.65, 1.0) if dark else rng.uniform(0.35, 0.75)
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), value)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _plot(draw: ImageDraw.ImageDraw, rng: np.random.Generator, values: np.ndarray, box: tuple, colour: tuple) -> None:
+    left, top, right, bottom = box
+    step = (right - left) / len(values)
+    xs = left + (np.arange(len(values)) + 0.5) * step
+    ys = bottom - values * (bottom - top)
+    style = str(rng.choice(["bars", "line", "area", "steps"]))
+    if style == "bars":
+        gap = step * rng.uniform(0.1, 0.35)
+        for x, y in zip(xs, ys, strict=True):
+            draw.rectangle([x - step / 2 + gap / 2, y, x + step / 2 - gap / 2, bottom], fill=colour)
+    elif style == "steps":
+        points = [(x + dx, y) for x, y in zip(xs, ys, strict=True) for dx in (-step / 2, step / 2)]
+        draw.line(points, fill=colour, width=int(rng.integers(1, 3)))
+    else:
+        points = list(zip(xs.tolist(), ys.tolist(), strict=True))
+        if style == "area":
+            draw.polygon([(xs[0], bottom), *points, (xs[-1], bottom)], fill=colour)
+        draw.line(points, fill=colour, width=int(rng.integers(1, 3)))
+
+
+def _mark(draw: ImageDraw.ImageDraw, event: str, x: float, y: float, r: float) -> None:
+    """Tampering: a red triangle with a white bar; harmless events: a blue circle, a grey square
+    or an amber triangle (the look-alike)."""
+    shape = BENIGN_EVENTS.get(event, "tamper")
+    triangle = [(x, y - r), (x + r, y + r * 0.8), (x - r, y + r * 0.8)]
+    if shape == "tamper":
+        draw.polygon(triangle, fill=(220, 20, 30))
+        draw.line([x, y - r * 0.3, x, y + r * 0.35], fill=(255, 255, 255), width=2)
+    elif shape == "triangle":
+        draw.polygon(triangle, fill=(240, 180, 20))
+    elif shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(40, 90, 220))
+    else:
+        draw.rectangle([x - r * 0.8, y - r * 0.8, x + r * 0.8, y + r * 0.8], fill=(130, 130, 130))
+
+
+# ---------------------------------------------------------------------------------------------
+# Voice memos: recorded in cupboards and stairwells, over a radio or the hum of the mains, in
+# whichever format the reader's phone saved.
+
+
+def voice_memo(rng: np.random.Generator, voice: str, text: str, path: Path) -> list[str]:
+    """text spoken by voice in a room (reverb or echo) or dry, sometimes muffled (low-pass), with a
+    pause, a bed of hum or music, noise and clipping each drawn per item; written at a rate from
+    RATES in the format path's suffix names. Returns the tags of what was done."""
+    rate, effects, tags = int(rng.choice(RATES)), [], []
+    room = rng.random()
+    if room < 0.3:
+        effects += ["reverb", f"{rng.uniform(30, 80):.0f}", "50", f"{rng.uniform(40, 100):.0f}"]
+        tags.append("reverb")
+    elif room < 0.5:
+        effects += ["echo", "0.8", "0.7", f"{rng.uniform(40, 120):.0f}", f"{rng.uniform(0.2, 0.4):.2f}"]
+        tags.append("echo")
+    if rng.random() < 0.25:
+        effects += ["lowpass", str(int(rng.integers(1800, 3400)))]
+        tags.append("muffled")
+    wave = speech_wave(voice, text, rate, rng, extra=tuple(effects))
+    if rng.random() < 0.3 and len(paused := _pause(rng, wave, rate)) > len(wave):
+        wave = paused
+        tags.append("pause")
+    bed = rng.random()
+    if bed < 0.4:
+        under = _hum(rng, rate, len(wave)) if bed < 0.2 else music(rng, rate, len(wave))
+        level = np.sqrt(np.mean(wave**2) / max(np.mean(under**2), 1e-12)) * 10 ** (-rng.uniform(10, 22) / 20)
+        wave = wave + under * level
+        tags.append("hum" if bed < 0.2 else "music")
+    wave = noisy(wave, rate, rng, METERS_SNR_DB)
+    wave /= max(np.abs(wave).max(), 1e-6)
+    if rng.random() < 0.2:  # an overdriven phone microphone
+        wave = np.clip(wave * rng.uniform(2, 5), -1, 1)
+        tags.append("clipped")
+    write_audio(wave * rng.uniform(0.3, 0.9), rate, path, rng)
+    return tags
+
+
+def _pause(rng: np.random.Generator, wave: np.ndarray, rate: int) -> np.ndarray:
+    """A silence of 0.2-0.7 s at the quietest 20 ms of the middle third (a gap between words),
+    only as long as the take stays within MAX_CLIP_S."""
+    frame = rate // 50
+    room = int(MAX_CLIP_S * rate) - len(wave)
+    middle = wave[len(wave) // 3 : 2 * len(wave) // 3]
+    if room < frame or len(middle) < frame:
+        return wave
+    energy = (middle[: len(middle) // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
+    cut = len(wave) // 3 + int(energy.argmin()) * frame + frame // 2
+    gap = np.zeros(min(room, int(rng.uniform(0.2, 0.7) * rate)), np.float32)
+    return np.concatenate([wave[:cut], gap, wave[cut:]])
+
+
+def _hum(rng: np.random.Generator, rate: int, n: int) -> np.ndarray:
+    """Mains hum: 50 Hz and its odd harmonics, slowly wavering."""
+    t = np.arange(n) / rate
+    wobble = 1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t)
+    return (sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6)) / k for k in (1, 3, 5)) * wobble).astype(np.float32)
+
+
+def write_audio(wave: np.ndarray, rate: int, path: Path, rng: np.random.Generator) -> None:
+    """WAV (24-bit PCM), FLAC (16-bit) or Ogg Vorbis by path's suffix. Vorbis goes through sox in
+    repeatable mode: libsndfile's Ogg streams take a random serial number, so files would differ."""
+    wave = wave.astype(np.float32)
+    if path.suffix != ".ogg":
+        sf.write(path, wave, rate, subtype="PCM_24" if path.suffix == ".wav" else "PCM_16")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "memo.wav"
+        sf.write(raw, wave, rate, subtype="PCM_16")
+        cmd = ["sox", "-R", "-V1", str(raw), "-C", str(int(rng.integers(0, 7))), str(path)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise DemoDataError(f"sox failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -883,7 +1307,8 @@ RECIPES: dict[str, Recipe] = {
     "podcast": Recipe(podcast, PODCAST_CONFIG, ("flite", "sox")),
     "clips": Recipe(clips, CLIPS_CONFIG, ("text2wave", "espeak-ng", "sox")),
     "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox")),
-    "calls": Recipe(calls, CALLS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
+    "calls": Recipe(calls, CALLS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox")),
+    "meters": Recipe(meters, METERS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
 }
 
 
@@ -926,7 +1351,7 @@ def build(recipe: str, out_dir: Path, n_items: int, seed: int, test_items: int =
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1))
-    (out_dir / "label_config.xml").write_text(spec.label_config)
+    (out_dir / "label_config.xml").write_text(spec.label_config, encoding="utf-8")  # choices may not be ASCII
     return manifest
 
 

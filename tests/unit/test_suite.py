@@ -1,8 +1,10 @@
-"""The benchmark suite: every recipe builds a set `broaden simulate` reads, with its rare label in
-both splits, WAVs at mixed rates, held-out wordings, and the same files for the same seed."""
+"""The benchmark suite: every recipe builds a set `broaden simulate` reads, with its rare labels in
+both splits, audio at mixed rates, held-out wordings, and the same files for the same seed."""
 
 from __future__ import annotations
 
+import html
+import itertools
 import json
 import re
 import shutil
@@ -17,15 +19,18 @@ from backend.lab import suite
 from backend.lab.demo import DemoDataError
 from backend.lab.simulate import read_manifest, task_data
 from backend.labelstudio.labelconfig import parse_label_config
+from backend.model.media import decode_audio
 
 N_ITEMS = 32
 EXTRA = 8  # extra test items
 SEED = 5
+# Per recipe: the control, then each rare label and the prefix of its sub-type tags.
 RARE = {
-    "podcast": ("rating", "unsafe"),
-    "clips": ("flags", "alert"),
-    "reviews": ("verdict", "remove"),
-    "calls": ("escalate", "security"),
+    "podcast": ("rating", {"unsafe": "unsafe"}),
+    "clips": ("flags", {"alert": "alert"}),
+    "reviews": ("verdict", {"remove": "remove"}),
+    "calls": ("escalate", {"security": "security"}),
+    "meters": ("triage", {"Suspected tampering": "tamper", "Urgent – gas/CO!": "safety"}),
 }
 # calls has two Audio objects, so its records carry the task data keyed by the config (`data`)
 FIELDS = {
@@ -33,6 +38,7 @@ FIELDS = {
     "clips": {"image", "audio"},
     "reviews": {"image", "text", "audio"},
     "calls": {"data", "agent_speech"},
+    "meters": {"image", "text", "audio", "events"},
 }
 
 
@@ -64,7 +70,7 @@ def _media(record: dict, config) -> dict[str, str]:
 
 
 def _config(manifest: Path):
-    return parse_label_config((manifest.parent / "label_config.xml").read_text())
+    return parse_label_config((manifest.parent / "label_config.xml").read_text(encoding="utf-8"))
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -94,12 +100,12 @@ def test_manifest_and_config_fit(recipe: str, sets: dict[str, Path]) -> None:
 
 
 def test_rare_label_in_both_splits(recipe: str, sets: dict[str, Path]) -> None:
-    control, rare = RARE[recipe]
+    control, rares = RARE[recipe]
     records = read_manifest(sets[recipe])
-    for split in ("pool", "test"):
+    for (rare, prefix), split in itertools.product(rares.items(), ("pool", "test")):
         hits = [r for r in records if r["split"] == split and rare in r["label"][control]]
         assert len(hits) >= suite.MIN_RARE_PER_SPLIT
-        assert all(any(t.startswith(f"{rare}:") for t in r["tags"]) for r in hits)  # its sub-type
+        assert all(any(t.startswith(f"{prefix}:") for t in r["tags"]) for r in hits)  # its sub-type
     n_test = sum(r["split"] == "test" for r in records)
     assert abs(n_test - N_ITEMS * suite.TEST_FRACTION) <= 1
 
@@ -130,9 +136,9 @@ def test_same_seed_same_set(recipe: str, sets: dict[str, Path], tmp_path: Path) 
     assert built >= {f for f in _files(sets[recipe].parent).items() if f[0].startswith(("audio/", "images/"))}
     extra = records[N_ITEMS:]
     assert [r["id"] for r in extra] == [f"item-{i:04d}" for i in range(N_ITEMS, N_ITEMS + EXTRA)]
-    control, rare = RARE[recipe]
+    control, rares = RARE[recipe]
     assert all(r["split"] == "test" for r in extra)
-    assert sum(rare in r["label"][control] for r in extra) >= suite.MIN_RARE_PER_SPLIT
+    assert all(sum(rare in r["label"][control] for r in extra) >= suite.MIN_RARE_PER_SPLIT for rare in rares)
     other = suite.build(recipe, tmp_path / "other", N_ITEMS, SEED + 1)
     assert other.read_text() != again.read_text()
 
@@ -176,6 +182,45 @@ def test_calls_security_cases_only_the_agent_tells(sets: dict[str, Path]) -> Non
         assert all(r["speech"] in reasons for r in agent_only if r["split"] == split)
         told = {w for sub in suite.CALLS_SUBTYPES for w in suite.wordings("calls", split, "agent", f"security:{sub}")}
         assert all(r["agent_speech"] in told for r in agent_only if r["split"] == split)
+
+
+def _red_pixels(path: Path) -> int:
+    """Pixels of the tampering mark's red; no plot, grid or harmless mark comes near it."""
+    with Image.open(path) as im:
+        r, g, b = np.asarray(im, dtype=np.int16).transpose(2, 0, 1)
+    return int(((r > 170) & (g < 80) & (b < 90)).sum())
+
+
+def test_meters_some_tampering_only_the_chart_tells(sets: dict[str, Path]) -> None:
+    """Some tampering cases have a routine note and memo: only the meter's logged event, a red
+    mark on the chart, tells. No other visit's chart has that mark."""
+    _tools_or_skip("meters")
+    manifest = sets["meters"]
+    records = read_manifest(manifest)
+    chart_only = [r for r in records if "image_only" in r["tags"]]
+    assert {r["split"] for r in chart_only} == {"pool", "test"}
+    for r in chart_only:
+        split, sub = r["split"], next(t for t in r["tags"] if t.startswith("tamper:")).partition(":")[2]
+        assert r["label"]["triage"] == "Suspected tampering" and r["events"] == [suite.TAMPER_EVENTS[sub]]
+        note = html.unescape(re.search(r"<p>(.*)</p>", r["text"]).group(1))
+        assert note in suite.wordings("meters", split, "text", "file")
+        assert r["speech"] in {
+            w for role in ("file", "remark") for w in suite.wordings("meters", split, "speech", role)
+        }
+    for r in records:
+        tampered = any(e in suite.TAMPER_EVENTS.values() for e in r["events"])
+        assert tampered <= (r["label"]["triage"] == "Suspected tampering")
+        assert (_red_pixels(manifest.parent / r["image"]) >= 10) == tampered
+
+
+def test_meters_memos_in_mixed_formats(sets: dict[str, Path]) -> None:
+    """WAV, FLAC and Ogg Vorbis memos, each read by the backend's own decoder."""
+    _tools_or_skip("meters")
+    records = read_manifest(sets["meters"])
+    assert {Path(r["audio"]).suffix for r in records} == {".wav", ".flac", ".ogg"}
+    for r in records:
+        samples = decode_audio((sets["meters"].parent / r["audio"]).read_bytes(), 16000, 30.0)
+        assert 1.0 < len(samples) / 16000 < suite.MAX_CLIP_S + 1.0
 
 
 def test_missing_tool_says_which_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
