@@ -1,12 +1,12 @@
-from dataclasses import replace
-
 import numpy as np
+import pytest
 import torch
 
 from backend.config import Settings
 from backend.model import training
 from backend.model.training import (
     _fit,
+    _free_from_audio,
     audio_free_heads,
     class_weights,
     from_bytes,
@@ -199,22 +199,39 @@ def test_heads_that_lean_on_photo_and_text_are_told_apart_from_those_the_audio_d
     assert audio_free_heads(model, batch, ys, [few, few]) == [False, False]
 
 
-def test_a_head_the_audio_decides_for_a_few_tasks_keeps_the_audio(monkeypatch):
-    """The photo tells the category of 15 tasks in 16; the 16th shows the other category and only
-    its words tell the truth: without the audio the head would get those tasks wrong."""
-    rng = np.random.default_rng(4)
-    cfg, feats, ys = _two_heads(rng, 96)
-    for i in range(0, 96, 16):
-        sign = 1.0 if ys[0][i, 1] else -1.0
-        feats[i]["img"] = (feats[i]["img"] - sign * 3.0 * np.tile([1, -1], 6)).astype(np.float32)
-        feats[i]["voice.speech"] = (rng.normal(size=(1, 4)) + 1.5 * sign * np.array([1, -1, 1, -1])).astype(np.float32)
-    cfg, ys = replace(cfg, heads=cfg.heads[:1]), ys[:1]
-    batch, has = collate(feats, cfg), [torch.ones(96, dtype=torch.bool)]
-    model = _fit(cfg, batch, ys, has, Settings(seed=0))
-    monkeypatch.setattr(training, "AUDIO_FREE_RATIO", 1.0)  # so that the ratio alone would free it
-    assert audio_free_heads(model, batch, ys, has) == [False]  # 6 tasks in 96 lose their label
-    monkeypatch.setattr(training, "AUDIO_FREE_MAX_DECIDED", 0.1)
-    assert audio_free_heads(model, batch, ys, has) == [True]
+def _photo_or_words(rng: np.random.Generator, n: int, every: int) -> tuple[FusionConfig, list[dict], list]:
+    """Three categories the photo tells, but for one task in `every` (if any) the photo is the same
+    blank for all and only the words (the speech token) tell."""
+    cfg = FusionConfig(
+        input_dims={"image": 12, "audio": 6, "speech": 4},
+        objects=[("img", "image"), ("voice", "audio"), ("voice.speech", "speech")],
+        heads=[("category", 3, False)],
+        d_model=16,
+        n_heads=2,
+    )
+    category, feats = np.arange(n) % 3, []
+    for i, c in enumerate(category):
+        img, words = rng.normal(size=(5, 12)), rng.normal(size=(1, 4))
+        if every and i % every == 0:
+            img, words[0, c] = np.zeros((5, 12)), words[0, c] + 4.0
+        else:
+            img[:, 4 * c : 4 * c + 4] += 3.0
+        f = {"img": img, "voice": rng.normal(size=(4, 6)), "voice.speech": words}
+        feats.append({k: v.astype(np.float32) for k, v in f.items()})
+    return cfg, feats, [torch.eye(3)[torch.from_numpy(category)]]
+
+
+@pytest.mark.parametrize(("every", "freed"), [(5, False), (0, True)])
+def test_a_head_stays_audio_free_only_if_it_still_fits_its_tasks(monkeypatch, every: int, freed: bool):
+    """With the ratio forced to pass, the head is trained without the audio; where the words alone
+    tell one task in 5, it cannot fit those and keeps the audio; where the photo tells all, it is freed."""
+    cfg, feats, ys = _photo_or_words(np.random.default_rng(5), 96, every)
+    batch, has, settings = collate(feats, cfg), [torch.ones(96, dtype=torch.bool)], Settings(seed=0)
+    monkeypatch.setattr(training, "AUDIO_FREE_RATIO", 0.0)
+    model = _fit(cfg, batch, ys, has, settings)
+    cfg_out, model_out, free = _free_from_audio(cfg, model, batch, ys, has, settings)
+    assert free == [freed] and cfg_out.audio_free == ([True] if freed else [])
+    assert (model_out is model) != freed  # kept back: the first model, not trained again
 
 
 def test_an_audio_free_head_answers_the_same_with_or_without_the_audio():
