@@ -113,9 +113,8 @@ def train(
     lean on the photo and text far more than on the audio; the model returned is trained again with
     those heads reading each task without its audio (if they still fit their labels so), so that a
     label the audio does not decide cannot over-fit to it (BENCHMARKS.md, "Heads the audio does not
-    decide"). With
-    `train_members` > 1, more models are trained alike from the next seeds and used together
-    (`Ensemble`)."""
+    decide"). With `train_members` > 1, more models are trained alike from the next seeds and used
+    together (`Ensemble`)."""
     started = time.perf_counter()
     cfg = fusion_config(config, encoders, settings.fusion)
     if settings.train_head_objects:
@@ -169,7 +168,7 @@ def _free_from_audio(
     if not any(free):
         return cfg, model, free
     freed = _fit(replace(cfg, audio_free=free), batch, ys, has, settings)
-    unfit = lost_tasks(model, freed, batch, ys, has)
+    unfit = _lost_tasks(model, freed, batch, ys, has)
     kept = [f and u <= AUDIO_FREE_MAX_UNFIT for f, u in zip(free, unfit, strict=True)]
     for (name, _, _), f, k, u in zip(cfg.heads, free, kept, unfit, strict=True):
         if f and not k:
@@ -182,7 +181,7 @@ def _free_from_audio(
     return cfg, _fit(cfg, batch, ys, has, settings), kept
 
 
-def lost_tasks(
+def _lost_tasks(
     heard: VLMAE, freed: VLMAE, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor]
 ) -> list[float]:
     """Per head: the share of its labelled tasks `heard` predicts right and `freed` wrong (the top
