@@ -193,7 +193,7 @@ def held_out_fit(
     on the other folds gives the true labels of the fold's tasks, averaged per label, then over the
     labels (a multiple-choice label: over its positive and its negative tasks)."""
     order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(settings.seed))
-    folds = [order[k :: AUDIO_FREE_FOLDS] for k in range(AUDIO_FREE_FOLDS)]
+    folds = [order[k::AUDIO_FREE_FOLDS] for k in range(AUDIO_FREE_FOLDS)]
     probs: list[list[torch.Tensor]] = [[] for _ in cfg.heads]
     for k, held in enumerate(folds):
         rest = torch.cat([f for j, f in enumerate(folds) if j != k])
