@@ -1,15 +1,16 @@
 """Benchmark sets made unlike `broaden demo-data`: defaults are chosen on several, checked on one.
 
 Each recipe is made differently: other speech engines (flite, festival, espeak-ng) perturbed per
-item (tempo, pitch, noise, rooms, hum, clipping, sample rates from 8 to 44.1 kHz, WAV, FLAC or Ogg
-Vorbis), other media (no image, no text, drawn scenes, crops of real photos, usage charts; plain
-text or HTML), other label configs (names, object tags, three- to five-way and multiple-choice
-controls) and other rare classes with sub-types and benign look-alikes. Every set is written in
-the format `broaden simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label
-Studio, media paths relative to the folder. Test items draw their sentences from parts of their
-own, so no test wording occurs in the pool. `meters` is the held-out set: no default is chosen
-on it (Recipe.held_out). `reviews` and `calls` were held out until each informed a choice once
-(BENCHMARKS.md).
+item (tempo, pitch, noise, rooms, hum, clipping, dropped packets, sample rates from 8 to 44.1 kHz,
+mono or stereo, WAV, FLAC, Ogg Vorbis or MP3), other media (no image, no text, drawn scenes, crops
+of real photos, usage charts, X-ray scans in JPEG; plain text, form fields or HTML), other label
+configs (names, object tags, three- to seven-way and multiple-choice controls) and other rare
+classes with sub-types and benign look-alikes. Every set is written in the format `broaden
+simulate` reads: manifest.jsonl, label_config.xml and tasks.json for Label Studio, media paths
+relative to the folder. Test items draw their sentences from parts of their own, so no test
+wording occurs in the pool. `parcels` is the held-out set: no default is chosen on it
+(Recipe.held_out). `reviews`, `calls` and `meters` were held out until each informed a choice
+once (BENCHMARKS.md).
 
     python -m backend.lab.suite --recipe podcast --out sets/podcast --items 400 --seed 0
 """
@@ -169,14 +170,15 @@ def speech_wave(
     tempo: tuple[float, float] = TEMPO,
     cents: float = PITCH_CENTS,
     extra: tuple[str, ...] = (),
+    max_s: float = MAX_CLIP_S,
 ) -> np.ndarray:
     """text spoken by voice, shifted in pitch, changed in tempo (sped up further if it would run
-    over MAX_CLIP_S) and resampled to rate by sox; telephone: band-limited to 300-3400 Hz; extra:
+    over max_s) and resampled to rate by sox; telephone: band-limited to 300-3400 Hz; extra:
     more sox effects (a room, a filter) before the resampling."""
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         _synthesize(voice, text, raw, rng)
-        factor = max(rng.uniform(*tempo), sf.info(raw).duration / MAX_CLIP_S)
+        factor = max(rng.uniform(*tempo), sf.info(raw).duration / max_s)
         effects = ["pitch", f"{rng.uniform(-cents, cents):.0f}", "tempo", "-s", f"{factor:.3f}"]
         effects += (["sinc", "300-3400"] if telephone else []) + list(extra)
         cmd = ["sox", "-V1", "-D", str(raw), "-e", "floating-point", "-b", "32", str(out), *effects, "rate", str(rate)]
@@ -657,6 +659,116 @@ PHRASES: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {
             },
         },
     },
+    "parcels": {
+        "pool": {
+            "fill": {
+                "name": ["my nephew", "my sister", "a customer", "my old neighbour"],
+                "town": ["Lisbon", "Gdansk", "Cork", "Lyon"],
+                "vague": ["personal effects", "gift", "household items"],
+                "device": ["an old tablet", "a games console", "a mobile phone"],
+                "cells": ["AA batteries", "button cells", "spare AAA batteries"],
+                "liquid": ["olive oil", "shampoo", "maple syrup"],
+                "metal": ["a socket set", "a cast iron pan", "bike parts"],
+                "textile": ["jumpers", "a wool coat", "baby clothes"],
+                "paper": ["novels", "school books", "old letters"],
+                "food": ["biscuits", "dates", "dried mushrooms"],
+                "battery": ["spare vape batteries", "loose lithium cells", "an e-bike battery"],
+                "fuel": ["lighter fluid", "paint thinner", "a bottle of white spirit"],
+                "canister": ["a camping gas canister", "spray paint cans", "a fire extinguisher"],
+                "blade": ["a hunting knife", "a machete", "a flick knife"],
+            },
+            "text": {
+                "opener": ["", "NB ", "Please note: "],
+                "closer": ["", " Thanks.", " Fragile."],
+                "neutral": ["Nothing further.", "No remarks.", "Packed by the sender."],
+                "ship": ["Birthday present for {name} in {town}.", "Sending a few things on to {town}.",
+                         "Handle with care please."],
+                "invoice": ["Sold online to a buyer in {town}, invoice not attached.",
+                            "Commercial samples for {name}, invoice to follow."],
+                "address": ["House number unknown, {name} will collect.",
+                            "{name} moved within {town}, new flat number to follow."],
+                "dg:lithium": ["Also {battery} for {name}, packed loose.", "Includes {battery}, taped in a sock."],
+                "dg:flammable": ["Also {fuel} for the workshop.", "{fuel} wrapped in a towel so it won't leak."],
+                "dg:pressurised": ["Includes {canister} for {name}.", "{canister} at the bottom, wrapped up."],
+                "dg:blade": ["Also {blade}, wrapped in newspaper.", "{name} asked for {blade}, it is in the box."],
+                "lookalike": ["Battery charger only, no batteries inside.", "Knife block without the knives.",
+                              "Empty perfume bottles for a collector.", "Bicycle pump and a puncture kit."],
+            },
+            "speech": {
+                "opener": ["", "Hi, ", "Hello, yes, ", "Right, "],
+                "closer": [".", ", thanks.", ", cheers, bye."],
+                "remark": ["I would like a pickup tomorrow morning", "it is the usual address for collection",
+                           "can the driver ring the bell twice"],
+                "ship": ["it is a birthday present for {name} in {town}",
+                         "just a few things for {name}, nothing special"],
+                "invoice": ["it is stock I sold online, I have no invoice for it",
+                            "these are samples for {name}, the invoice comes later"],
+                "address": ["I do not know the house number, {name} will pick it up",
+                            "{name} just moved in {town}, I am not sure of the flat"],
+                "dg:lithium": ["I put {battery} in there for {name}, it is not on the form",
+                               "I packed {battery} loose in the box, is that fine"],
+                "dg:flammable": ["I tucked {fuel} in with the clothes", "there is {fuel} in there, I wrapped it well"],
+                "dg:pressurised": ["I put {canister} at the bottom of the box", "I added {canister}, still full"],
+                "dg:blade": ["there is {blade} in there for {name}, wrapped up",
+                             "I packed {blade}, do not tell anyone"],
+                "lookalike": ["it is only the charger, the batteries stay here",
+                              "the knife block is empty, I kept the knives",
+                              "the camping stove is new, no gas with it",
+                              "just an empty fire extinguisher bracket"],
+            },
+        },
+        "test": {
+            "fill": {
+                "name": ["my godson", "a client", "my aunt"],
+                "town": ["Tallinn", "Porto", "Bergen"],
+                "vague": ["misc. items", "present", "used goods"],
+                "device": ["a laptop", "a smartwatch", "a drone"],
+                "cells": ["C cells", "a pack of D batteries"],
+                "liquid": ["vinegar", "hair conditioner"],
+                "metal": ["a spanner set", "door hinges"],
+                "textile": ["bed sheets", "a rain jacket"],
+                "paper": ["comics", "sheet music"],
+                "food": ["tea bags", "rice crackers"],
+                "battery": ["a swollen power bank", "18650 cells in a bag", "a scooter battery pack"],
+                "fuel": ["camping stove fuel", "acetone", "a jerrycan of petrol"],
+                "canister": ["a scuba tank", "hairspray cans", "a butane refill"],
+                "blade": ["a cleaver", "a sword stick", "throwing knives"],
+            },
+            "text": {
+                "opener": ["", "Sender says: ", "PS "],
+                "closer": ["", " Ta.", " Keep upright."],
+                "neutral": ["None.", "Nothing to add."],
+                "ship": ["Christmas parcel for {name}.", "Some of my things going to {town}."],
+                "invoice": ["Goods sold to {name}, no invoice enclosed.", "Trade stock for {town}, paperwork later."],
+                "address": ["Street only, {name} will meet the driver.", "New address in {town}, flat unknown."],
+                "dg:lithium": ["Plus {battery}, not in a device.", "{battery} packed in with the clothes."],
+                "dg:flammable": ["Plus {fuel} for {name}.", "{fuel} in a plastic bottle, sealed with tape."],
+                "dg:pressurised": ["Plus {canister}, full.", "{canister} for {name}'s hobby."],
+                "dg:blade": ["Plus {blade} as a gift.", "{blade} for {name}, in its sheath."],
+                "lookalike": ["Torch with a wind-up dynamo, no battery.", "Water-based paints for a child.",
+                              "Plastic toy sword for a costume."],
+            },
+            "speech": {
+                "opener": ["", "Morning, ", "Hey there, "],
+                "closer": [".", ", ta.", ", okay bye."],
+                "remark": ["collect any time after lunch please", "the side gate will be open"],
+                "ship": ["it is a Christmas parcel for {name}", "some of my own things going to {town}"],
+                "invoice": ["I sold this to {name}, there is no invoice", "it is trade stock, paperwork to follow"],
+                "address": ["I only have the street, {name} will meet your driver",
+                            "they moved house in {town} and I lost the flat number"],
+                "dg:lithium": ["{battery} went in with the clothes, I did not write it down",
+                               "I squeezed {battery} in beside the shoes"],
+                "dg:flammable": ["{fuel} is in a plastic bottle in the corner",
+                                 "I sent {fuel} to {name} as well"],
+                "dg:pressurised": ["I packed {canister} in the middle, still pressurised",
+                                   "{name} asked me to send {canister}"],
+                "dg:blade": ["I put {blade} in there, just keep it quiet", "I wrapped {blade} for {name} in a towel"],
+                "lookalike": ["the torch is wind-up, there is no battery in it",
+                              "the paints are water-based, safe for kids",
+                              "it is a plastic sword for a school play"],
+            },
+        },
+    },
 }
 # fmt: on
 
@@ -1034,9 +1146,10 @@ METERS_CONFIG = label_config(
 
 
 def meters(job: Job) -> list[dict[str, Any]]:
-    """HELD OUT: meter-reading visits to review, no default is ever chosen on this set. Each is the
-    reader's typed report (HTML, a HyperText object), the meter's usage chart (Image) and a voice
-    memo recorded on site (AudioPlus, as WAV, FLAC or Ogg Vorbis).
+    """Meter-reading visits to review (the held-out set until what it showed changed how audio-free
+    heads are judged; `parcels` took its place). Each is the reader's typed report (HTML, a HyperText
+    object), the meter's usage chart (Image) and a voice memo recorded on site (AudioPlus, as WAV,
+    FLAC or Ogg Vorbis).
 
     `triage`: file, re-read, bill query, or two rare labels: suspected tampering (bypass, magnet,
     broken seal) and urgent safety (gas, scorching, carbon monoxide). A share of each label is told
@@ -1293,6 +1406,338 @@ def write_audio(wave: np.ndarray, rate: int, path: Path, rng: np.random.Generato
 
 
 # ---------------------------------------------------------------------------------------------
+# Parcels: a courier's depot screens what it ships. The form and the call name the goods, the scan
+# shows them; only the form and the scan together tell when the two disagree.
+
+PARCELS_RATES = {"ship": None, "invoice_missing": 0.13, "address_check": 0.09, "contents_mismatch": 0.06,
+                 "undeclared_DG": 0.04}  # fmt: skip
+PARCELS_RARE = ("undeclared_DG",)
+PARCELS_ROLES = dict(zip(PARCELS_RATES, ("ship", "invoice", "address", "ship", "dg"), strict=True))
+PARCELS_SUBTYPES = ("lithium", "flammable", "pressurised", "blade")
+# Of every label but a mismatch (which needs the form): a neutral form, only the call tells.
+PARCELS_AUDIO_ONLY = {label: 1 / 3 for label in PARCELS_RATES if label != "contents_mismatch"}
+PARCELS_LOOKALIKE = {"text": 0.12, "speech": 0.12}  # of parcels to ship: chargers, empty knife blocks, pumps
+# What a scan can show (the choices), the slot that names each on the form, and how often each is packed.
+PARCELS_CONTENTS = {"Electronics": "device", "Loose cells": "cells", "Liquids": "liquid", "Metal": "metal",
+                    "Textiles": "textile", "Paper": "paper", "Food": "food"}  # fmt: skip
+PARCELS_PACKED = (0.16, 0.08, 0.12, 0.12, 0.24, 0.16, 0.12)
+PARCELS_KINDS = (0.45, 0.4, 0.15)  # chances of one, two or three kinds in a parcel
+PARCELS_DG_SHOWS = {"lithium": "Loose cells", "flammable": "Liquids", "pressurised": "Metal", "blade": "Metal"}
+PARCELS_NAMED = 0.5  # of forms that are not neutral: some of the contents named, else one vague word
+PARCELS_GREETING = 0.5  # of calls: the desk's recorded greeting and a beep first
+PARCELS_STEREO = 0.5  # of those: desk and caller on a channel each, as call recorders keep them
+PARCELS_MP3 = 0.6  # of calls as MP3 at a drawn bitrate, the rest WAV
+PARCELS_SNR_DB = (6.0, 28.0)
+PARCELS_GREETINGS = ("Parcel desk, speak after the tone", "Pickups, leave your booking after the beep")
+PARCELS_CONFIG = label_config(
+    [("Image", "xray", "scan_jpg"), ("Text", "cn23", "declaration"), ("Audio", "booking", "call_audio")],
+    [
+        ("Handling", "handling", "cn23", list(PARCELS_RATES)),
+        ("The scan shows", "xray_shows:multiple", "xray", list(PARCELS_CONTENTS)),
+    ],
+)
+
+
+def parcels(job: Job) -> list[dict[str, Any]]:
+    """HELD OUT: parcels screened at a courier's depot, no default is ever chosen on this set. Each
+    is an X-ray scan (Image: a pseudo-colour JPEG), the sender's customs form (Text, field lines)
+    and the call that booked the pickup (Audio: MP3 or WAV, mono or stereo).
+
+    `handling`: ship, invoice missing, address check, contents mismatch (the form names goods the
+    scan does not show: only the two together tell) or the rare undeclared dangerous goods
+    (lithium cells, flammable liquids, pressurised cans, blades), which the sender names innocently
+    on the form or in the call. A third of every label but the mismatch is told by the call alone
+    under a neutral form. `xray_shows`, several at once: the kinds of goods the scan shows in the
+    scanner's material colours; parcels to ship hold loose cells, liquids and metal too.
+    Look-alikes name chargers, empty knife blocks and pumps. Callers by flite and espeak-ng, the
+    desk's greeting by festival; street noise or a television, dropped packets, 8 kHz phone lines."""
+    if "MP3" not in sf.available_formats():
+        raise DemoDataError("this libsndfile cannot write MP3 (1.1 or later can)")
+    rng, callers = job.rng, flite_voices() + [f"espeak-ng:{v}" for v in available_voices()]
+    plan = _plan(job, PARCELS_RATES, PARCELS_RARE, PARCELS_AUDIO_ONLY)
+    records = []
+    for i, item in enumerate(_progress(plan), start=job.first):
+        split, label = item["split"], item["label"]
+        slots = _slots(rng, "parcels", split)
+        role, note, said, tags = _parcels_roles(rng, item)
+        inside = _packed(rng, role)
+        declared = _declared(rng, label, inside, note == "neutral")
+        item_id = f"item-{i:04d}"
+        scan, call = f"images/{item_id}.jpg", f"audio/{item_id}.{'mp3' if rng.random() < PARCELS_MP3 else 'wav'}"
+        draw_scan(rng, inside, job.out_dir / scan)
+        goods = [slots[PARCELS_CONTENTS[c]] for c in declared] or [slots["vague"]]
+        form = customs_form(rng, goods, slots["town"], _say(rng, "parcels", split, "text", note, slots))
+        speech = _say(rng, "parcels", split, "speech", said, slots)
+        tags += booking_call(rng, _engine_voice(rng, callers), speech, job.out_dir / call)
+        records.append({"id": item_id, "image": scan, "text": form, "audio": call,
+                        "label": {"handling": label, "xray_shows": inside}, "tags": tags, "split": split,
+                        "speech": speech, "declared": declared})  # fmt: skip
+    return records
+
+
+def _parcels_roles(rng: np.random.Generator, item: dict[str, Any]) -> tuple[str, str, str, list[str]]:
+    """The item's role (with its sub-type), the form's remark, the call's and the item's tags. The call
+    repeats what the form tells half the time, else it only books; look-alikes only among parcels to ship."""
+    label, role = item["label"], PARCELS_ROLES[item["label"]]
+    if role == "dg":
+        role = f"dg:{rng.choice(PARCELS_SUBTYPES)}"
+    tags = [role] if ":" in role else ["mismatch"] if label == "contents_mismatch" else []
+    if item["audio_only"]:
+        return role, "neutral", role, [*tags, "audio_only"]
+    note, said = role, role if rng.random() < 0.5 else "remark"
+    if label == "ship":
+        note = "lookalike" if rng.random() < PARCELS_LOOKALIKE["text"] else note
+        said = "lookalike" if rng.random() < PARCELS_LOOKALIKE["speech"] else said
+        tags += ["lookalike"] if "lookalike" in (note, said) else []
+    return role, note, said, tags
+
+
+def _packed(rng: np.random.Generator, role: str) -> list[str]:
+    """The kinds of goods inside, in the config's order: one to three drawn by PARCELS_PACKED, and
+    a dangerous good's own kind."""
+    kinds = list(PARCELS_CONTENTS)
+    inside = {
+        str(c) for c in rng.choice(kinds, rng.choice([1, 2, 3], p=PARCELS_KINDS), replace=False, p=PARCELS_PACKED)
+    }
+    if role.startswith("dg:"):
+        inside.add(PARCELS_DG_SHOWS[role.partition(":")[2]])
+    return [c for c in kinds if c in inside]
+
+
+def _declared(rng: np.random.Generator, label: str, inside: list[str], neutral: bool) -> list[str]:
+    """The kinds the form names: none (a vague word) on a neutral form and on half the others, else
+    some of those inside; a mismatch names a kind the scan does not show, with or without the rest."""
+    kinds = list(PARCELS_CONTENTS)
+    if label == "contents_mismatch":
+        named = {str(rng.choice([c for c in kinds if c not in inside]))} | {c for c in inside if rng.random() < 0.5}
+    elif neutral or rng.random() >= PARCELS_NAMED:
+        return []
+    else:
+        named = {c for c in inside if rng.random() < 0.7} or {str(rng.choice(inside))}
+    return [c for c in kinds if c in named]
+
+
+def customs_form(rng: np.random.Generator, goods: list[str], town: str, remark: str) -> str:
+    """The sender's customs form as plain text, its fields one a line or run together with bars (booking
+    sites export both); number, value, weight and type are drawn and tell nothing."""
+    kind = str(rng.choice(["Gift", "Sale of goods", "Returned goods", "Other"]))
+    fields = [f"CN23 no. {rng.integers(10**8, 10**9)}", f"To: {town}", f"Contents: {', '.join(goods)}",
+              f"Value: {rng.integers(5, 400)} EUR", f"Weight: {rng.uniform(0.3, 12):.1f} kg", f"Type: {kind}",
+              f"Remarks: {remark}"]  # fmt: skip
+    return ("\n" if rng.random() < 0.6 else " | ").join(fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# X-ray scans: each object absorbs light in its material's colour (organic orange, metal blue,
+# mixed green) and overlaps darken, as on a dual-energy baggage scanner.
+
+SCAN_MATERIALS = {"organic": (1.0, 0.62, 0.28), "mixed": (0.5, 0.85, 0.42), "metal": (0.3, 0.42, 0.85)}
+
+
+def draw_scan(rng: np.random.Generator, contents: list[str], path: Path) -> None:
+    """A landscape scan 128-160 px wide of a box holding one or two objects of each kind in contents,
+    at random places and angles; a quarter in greyscale (single-energy scanners); streaks, noise, JPEG
+    compression at a drawn quality."""
+    light = scan_light(rng, contents)
+    pixels = light * rng.uniform(225, 252)
+    if rng.random() < 0.25:
+        pixels = np.repeat(pixels @ np.array([[0.299], [0.587], [0.114]]), 3, axis=2)
+    pixels[rng.integers(0, len(pixels), int(rng.integers(0, 4)))] *= rng.uniform(0.85, 1.08)  # detector streaks
+    pixels += rng.normal(0, rng.uniform(1, 8), pixels.shape)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    img.save(path, quality=int(rng.integers(35, 91)))
+
+
+def scan_light(rng: np.random.Generator, contents: list[str]) -> np.ndarray:
+    """The light through the box per pixel and colour, 1 where nothing absorbs: the cardboard, then
+    the objects."""
+    w, h = int(rng.integers(128, 161)), int(rng.integers(96, 129))
+    light = np.ones((h, w, 3))
+    x0, y0, x1, y1 = rng.uniform(2, 12), rng.uniform(2, 12), w - rng.uniform(2, 12), h - rng.uniform(2, 12)
+    carton = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    _absorb(light, "organic", 0.15, carton)
+    _absorb(light, "organic", 0.4, carton, outline=2)
+    for kind in contents:
+        for _ in range(int(rng.integers(1, 3))):
+            PACKED_OBJECTS[kind](light, rng, (x0, y0, x1, y1))
+    return light
+
+
+def _absorb(light: np.ndarray, material: str, thickness: float, *shapes: list, outline: int = 0) -> None:
+    """light through one object made of shapes (polygons' corners; with outline only their edges),
+    in place: where shapes of one object overlap, it absorbs once."""
+    mask = Image.new("L", (light.shape[1], light.shape[0]))
+    draw = ImageDraw.Draw(mask)
+    for points in shapes:
+        draw.polygon(points, fill=None if outline else 255, outline=255 if outline else None, width=outline or 1)
+    m = np.asarray(mask, np.float64)[..., None] / 255
+    light *= 1 - m * (1 - np.array(SCAN_MATERIALS[material]) ** thickness)
+
+
+def _spot(rng: np.random.Generator, box: tuple, size: float) -> tuple[float, float, float, float]:
+    """A centre inside box, far enough in for most of the object, a length scale (size times the
+    box's height) and an angle."""
+    x0, y0, x1, y1 = box
+    s = size * (y1 - y0)
+    mx, my = min(s / 2, (x1 - x0) / 2 - 1), min(s / 2, (y1 - y0) / 2 - 1)
+    return rng.uniform(x0 + mx, x1 - mx), rng.uniform(y0 + my, y1 - my), s, rng.uniform(0, np.pi)
+
+
+def _at(x: float, y: float, angle: float, along: float, across: float = 0.0) -> tuple[float, float]:
+    """The point along and across the direction angle from (x, y)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return x + c * along - s * across, y + s * along + c * across
+
+
+def _bar(x: float, y: float, length: float, width: float, angle: float) -> list[tuple[float, float]]:
+    """A rectangle centred on (x, y), its length along angle."""
+    return [_at(x, y, angle, u * length / 2, v * width / 2) for u, v in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+
+
+def _oval(x: float, y: float, rx: Any, ry: Any) -> list[tuple[float, float]]:
+    """An ellipse as 20 corners; radii given per corner (arrays) make a blob."""
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    return list(zip((x + rx * np.cos(t)).tolist(), (y + ry * np.sin(t)).tolist(), strict=True))
+
+
+def _device(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """A phone, tablet or console: a mixed-material case with a circuit board's traces, and a battery."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.4, 0.7))
+    wide = s * rng.uniform(0.45, 0.7)
+    traces = [_bar(*_at(x, y, a, 0, wide * rng.uniform(-0.35, 0.35)), s * rng.uniform(0.3, 0.8), 1.5, a)
+              for _ in range(int(rng.integers(2, 5)))]  # fmt: skip
+    traces += [_bar(*_at(x, y, a, s * rng.uniform(-0.4, 0.4)), wide * rng.uniform(0.3, 0.8), 1.5, a + np.pi / 2)]
+    _absorb(light, "mixed", 0.9, _bar(x, y, s, wide, a))
+    _absorb(light, "mixed", 0.8, *traces)
+    _absorb(light, "metal", 0.7, _bar(*_at(x, y, a, s * 0.25), s * 0.35, wide * 0.7, a))
+
+
+def _cells(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """A handful of loose cylindrical cells, dense and heaped, each with a denser cap."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.12, 0.2))
+    for _ in range(int(rng.integers(2, 7))):
+        cx, cy, turn = x + rng.normal(0, s * 0.6), y + rng.normal(0, s * 0.6), a + rng.normal(0, 0.4)
+        _absorb(light, "metal", 1.4, _bar(cx, cy, s, s / 3.6, turn))
+        _absorb(light, "metal", 0.6, _bar(*_at(cx, cy, turn, s * 0.45), s * 0.1, s / 5, turn))
+
+
+def _bottle(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """A bottle: a thin plastic shell with its neck, and the liquid filling it part way (dense, organic)."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.45, 0.7))
+    wide, level = s * rng.uniform(0.28, 0.42), rng.uniform(0.4, 0.95)
+    _absorb(light, "organic", 0.3, _bar(x, y, s, wide, a), _bar(*_at(x, y, a, s * 0.62), s * 0.25, wide * 0.35, a))
+    _absorb(light, "organic", 1.6, _bar(*_at(x, y, a, s * (level - 1) / 2), s * level, wide, a))
+
+
+def _tool(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """A metal tool or pan: a handle ending in a ring, a disc or a tapering blade."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.5, 0.8))
+    end, r = _at(x, y, a, s / 2), s * rng.uniform(0.1, 0.3)
+    handle = _bar(x, y, s, s * rng.uniform(0.07, 0.12), a)
+    shape = str(rng.choice(["ring", "disc", "blade"]))
+    if shape == "blade":
+        _absorb(light, "metal", 1.2, handle, [_at(*end, a, 0, r * 0.4), _at(*end, a, s * 0.6), end])
+    elif shape == "disc":
+        _absorb(light, "metal", 1.2, handle, _oval(*_at(*end, a, r * 0.8), r, r))
+    else:
+        _absorb(light, "metal", 1.2, handle)
+        _absorb(light, "metal", 1.2, _oval(*_at(*end, a, r * 0.8), r, r), outline=3)
+
+
+def _cloth(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """Folded clothes: a soft, faint blob with a few darker folds."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.35, 0.6))
+    radii = s * rng.uniform(0.6, 1.0, 20)
+    _absorb(light, "organic", rng.uniform(0.35, 0.7), _oval(x, y, radii * 1.3, radii))
+    _absorb(light, "organic", 0.4, *[_bar(x, y + k * s * 0.3, s * 1.6, 2, a * 0.2) for k in (-1, 0, 1)])
+
+
+def _papers(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """Books or letters: a stack of thin, slightly shifted sheets, darker where they overlap."""
+    x, y, s, a = _spot(rng, box, rng.uniform(0.4, 0.6))
+    for _ in range(int(rng.integers(3, 7))):
+        _absorb(light, "organic", 0.2, _bar(x + rng.normal(0, 4), y + rng.normal(0, 4), s, s * 0.7, a))
+
+
+def _food(light: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
+    """Biscuits, fruit or dried food: small round organic shapes, loosely grouped."""
+    x, y, s, _ = _spot(rng, box, rng.uniform(0.1, 0.16))
+    for _ in range(int(rng.integers(3, 9))):
+        r = s * rng.uniform(0.4, 0.8)
+        _absorb(light, "organic", rng.uniform(0.6, 1.0), _oval(*rng.normal((x, y), s * 1.2), r, r * 0.8))
+
+
+PACKED_OBJECTS = {"Electronics": _device, "Loose cells": _cells, "Liquids": _bottle, "Metal": _tool,
+                  "Textiles": _cloth, "Paper": _papers, "Food": _food}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Booking calls: a caller from home or the street, sometimes after the desk's recorded greeting,
+# over a phone line or an app that drops packets.
+
+
+def booking_call(rng: np.random.Generator, voice: str, text: str, path: Path) -> list[str]:
+    """text said by voice at a rate from RATES (8 kHz: a phone line, band-limited), after the desk's
+    greeting and a beep in PARCELS_GREETING of calls (on a channel of its own in PARCELS_STEREO of
+    those); traffic or a television behind the caller, noise, and lost packets, each drawn per call;
+    written as MP3 at a drawn bitrate or as WAV by path's suffix. Returns the tags of what was done."""
+    rate = int(rng.choice(RATES))
+    phone = rate == 8000
+    tags, desk = ["telephone"] if phone else [], np.zeros(0, np.float32)
+    if rng.random() < PARCELS_GREETING:
+        greeting = str(rng.choice(PARCELS_GREETINGS))
+        desk = speech_wave(f"festival:{FESTIVAL_VOICE}", greeting, rate, rng, phone, tempo=(1.05, 1.3), cents=100)
+        desk = np.concatenate([desk, _beep(rng, rate)])
+        tags.append("greeting")
+    caller = speech_wave(voice, text, rate, rng, phone, max_s=MAX_CLIP_S - 0.5 - len(desk) / rate)
+    bed = rng.random()
+    if bed < 0.45:
+        under = _traffic(rng, rate, len(caller)) if bed < 0.3 else music(rng, rate, len(caller))
+        level = np.sqrt(np.mean(caller**2) / max(np.mean(under**2), 1e-12)) * 10 ** (-rng.uniform(6, 18) / 20)
+        caller = caller + under * level
+        tags.append("traffic" if bed < 0.3 else "television")
+    if len(desk) and rng.random() < PARCELS_STEREO:
+        sides = [np.pad(desk, (0, len(caller))), np.pad(caller, (len(desk), 0))]
+        tags.append("stereo")
+    else:
+        sides = [np.concatenate([desk, caller])]
+    sides = [noisy(side, rate, rng, PARCELS_SNR_DB) for side in sides]
+    wave = np.stack([np.pad(side, (0, max(map(len, sides)) - len(side))) for side in sides], axis=1)
+    if rng.random() < 0.25:
+        _drop_packets(rng, wave[:, -1], rate)
+        tags.append("dropouts")
+    # The level by the loudest 0.1%, not the peak: the click noisy's rumble can end on must not set it.
+    wave = np.clip(wave * rng.uniform(0.3, 0.9) / max(np.percentile(np.abs(wave), 99.9), 1e-6), -1, 1)
+    if path.suffix == ".mp3":
+        sf.write(path, wave.astype(np.float32), rate, compression_level=float(rng.uniform(0.2, 0.9)))
+    else:
+        sf.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
+    return tags
+
+
+def _beep(rng: np.random.Generator, rate: int) -> np.ndarray:
+    """The answering machine's tone: 0.2-0.35 s near 1 kHz, faded in and out, then a short silence."""
+    t = np.arange(int(rng.uniform(0.2, 0.35) * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * rng.uniform(900, 1400) * t) * np.minimum(1, np.minimum(t, t[-1] - t) * 100)
+    return np.concatenate([tone, np.zeros(int(0.15 * rate))]).astype(np.float32)
+
+
+def _traffic(rng: np.random.Generator, rate: int, n: int) -> np.ndarray:
+    """Passing cars: low rumble that swells and fades as each goes by."""
+    rumble = np.convolve(rng.standard_normal(n), np.ones(rate // 150) / (rate // 150), mode="same")  # below ~150 Hz
+    t = np.arange(n) / rate
+    swells = sum(np.exp(-(((t - rng.uniform(0, t[-1] + 1e-9)) / rng.uniform(0.5, 1.5)) ** 2)) for _ in range(3))
+    return (rumble * (0.2 + swells)).astype(np.float32)
+
+
+def _drop_packets(rng: np.random.Generator, wave: np.ndarray, rate: int) -> None:
+    """Silences 20-80 ms long where an internet call lost its packets, 2-6 of them, in place."""
+    for _ in range(int(rng.integers(2, 7))):
+        start, size = int(rng.integers(0, len(wave))), int(rng.uniform(0.02, 0.08) * rate)
+        wave[start : start + size] = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1308,7 +1753,8 @@ RECIPES: dict[str, Recipe] = {
     "clips": Recipe(clips, CLIPS_CONFIG, ("text2wave", "espeak-ng", "sox")),
     "reviews": Recipe(reviews, REVIEWS_CONFIG, ("espeak-ng", "sox")),
     "calls": Recipe(calls, CALLS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox")),
-    "meters": Recipe(meters, METERS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
+    "meters": Recipe(meters, METERS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox")),
+    "parcels": Recipe(parcels, PARCELS_CONFIG, ("flite", "espeak-ng", "text2wave", "sox"), held_out=True),
 }
 
 

@@ -31,6 +31,7 @@ RARE = {
     "reviews": ("verdict", {"remove": "remove"}),
     "calls": ("escalate", {"security": "security"}),
     "meters": ("triage", {"Suspected tampering": "tamper", "Urgent – gas/CO!": "safety"}),
+    "parcels": ("handling", {"undeclared_DG": "dg"}),
 }
 # calls has two Audio objects, so its records carry the task data keyed by the config (`data`)
 FIELDS = {
@@ -39,6 +40,7 @@ FIELDS = {
     "reviews": {"image", "text", "audio"},
     "calls": {"data", "agent_speech"},
     "meters": {"image", "text", "audio", "events"},
+    "parcels": {"image", "text", "audio", "declared"},
 }
 
 
@@ -47,14 +49,22 @@ def _tools_or_skip(recipe: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (apt-get; ./dev setup installs them)")
 
 
+class _Sets(dict):
+    """Each recipe's manifest, built on first use (`-k parcels` builds one set); tests skip a recipe
+    whose tools are missing before they ask for it."""
+
+    def __init__(self, root: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, recipe: str) -> Path:
+        self[recipe] = suite.build(recipe, self.root.mktemp(recipe), N_ITEMS, SEED)
+        return self[recipe]
+
+
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each recipe's manifest, built once (recipes whose tools are missing are left out)."""
-    return {
-        recipe: suite.build(recipe, tmp_path_factory.mktemp(recipe), N_ITEMS, SEED)
-        for recipe, spec in suite.RECIPES.items()
-        if all(shutil.which(t) for t in spec.tools)
-    }
+    return _Sets(tmp_path_factory)
 
 
 @pytest.fixture(params=list(suite.RECIPES))
@@ -111,7 +121,7 @@ def test_rare_label_in_both_splits(recipe: str, sets: dict[str, Path]) -> None:
 
 
 def test_media_decode(recipe: str, sets: dict[str, Path]) -> None:
-    folder, rates, config = sets[recipe].parent, set(), _config(sets[recipe])
+    folder, rates, channels, config = sets[recipe].parent, set(), set(), _config(sets[recipe])
     kind = {o.value_key: o.modality for o in config.objects}
     for r in read_manifest(sets[recipe]):
         for key, path in _media(r, config).items():
@@ -119,12 +129,14 @@ def test_media_decode(recipe: str, sets: dict[str, Path]) -> None:
                 with Image.open(folder / path) as im:
                     assert im.mode == "RGB" and 96 <= im.size[0] <= 160 and np.asarray(im).std() > 5
                 continue
-            audio, rate = sf.read(folder / path, dtype="float32")
+            audio, rate = sf.read(folder / path, dtype="float32", always_2d=True)
             rates.add(rate)
-            assert rate in suite.RATES and audio.ndim == 1
+            channels.add(audio.shape[1])
+            assert rate in suite.RATES
             assert 1.0 < len(audio) / rate < suite.MAX_CLIP_S + 1.0
-            assert np.sqrt(np.mean(audio**2)) > 0.01
+            assert np.sqrt(np.mean(audio.mean(axis=1) ** 2)) > 0.01
     assert len(rates) >= (2 if recipe == "calls" else 3)  # calls: narrowband (8 kHz) or 16 kHz
+    assert channels == ({1, 2} if recipe == "parcels" else {1})  # parcels: desk and caller on a channel each
 
 
 def test_same_seed_same_set(recipe: str, sets: dict[str, Path], tmp_path: Path) -> None:
@@ -220,6 +232,77 @@ def test_meters_memos_in_mixed_formats(sets: dict[str, Path]) -> None:
     assert {Path(r["audio"]).suffix for r in records} == {".wav", ".flac", ".ogg"}
     for r in records:
         samples = decode_audio((sets["meters"].parent / r["audio"]).read_bytes(), 16000, 30.0)
+        assert 1.0 < len(samples) / 16000 < suite.MAX_CLIP_S + 1.0
+
+
+def _remark(form: str) -> str:
+    return re.search(r"Remarks: (.*)$", form).group(1)
+
+
+def test_parcels_a_mismatch_is_told_by_the_form_and_the_scan_together(sets: dict[str, Path]) -> None:
+    """The form names goods the scan does not show only on a mismatch, whose remark and call are
+    those of a parcel to ship; elsewhere the form names some of what is inside, or one vague word."""
+    _tools_or_skip("parcels")
+    records = read_manifest(sets["parcels"])
+    assert any(r["label"]["handling"] == "contents_mismatch" for r in records)
+    for r in records:
+        split, shown, declared = r["split"], set(r["label"]["xray_shows"]), set(r["declared"])
+        fill = suite.PHRASES["parcels"][split]["fill"]
+        goods = re.search(r"Contents: (.*?)(\n| \| )", r["text"]).group(1)
+        words = [fill[suite.PARCELS_CONTENTS[c]] for c in r["declared"]] or [fill["vague"]]
+        assert any(goods == ", ".join(p) for p in itertools.product(*words))
+        if r["label"]["handling"] != "contents_mismatch":
+            assert declared <= shown
+            continue
+        assert "mismatch" in r["tags"] and declared - shown
+        assert _remark(r["text"]) in suite.wordings("parcels", split, "text", "ship")
+        assert r["speech"] in {
+            w for role in ("ship", "remark") for w in suite.wordings("parcels", split, "speech", role)
+        }
+
+
+def test_parcels_audio_only_forms_are_neutral(sets: dict[str, Path]) -> None:
+    """About a third of the parcels: a neutral remark and no goods named; only the call tells, in the
+    role's own words, and for dangerous goods the scan shows their kind."""
+    _tools_or_skip("parcels")
+    records = read_manifest(sets["parcels"])
+    audio_only = [r for r in records if "audio_only" in r["tags"]]
+    assert abs(len(audio_only) - N_ITEMS / 3) <= 4
+    assert {r["label"]["handling"] for r in audio_only} >= {"ship", "undeclared_DG"}
+    for r in audio_only:
+        split, label = r["split"], r["label"]["handling"]
+        assert r["declared"] == [] and _remark(r["text"]) in suite.wordings("parcels", split, "text", "neutral")
+        role = next((t for t in r["tags"] if t.startswith("dg:")), suite.PARCELS_ROLES[label])
+        assert r["speech"] in suite.wordings("parcels", split, "speech", role)
+        if role.startswith("dg:"):
+            assert suite.PARCELS_DG_SHOWS[role[3:]] in r["label"]["xray_shows"]
+
+
+@pytest.mark.parametrize("kind", list(suite.PARCELS_CONTENTS))
+def test_parcels_scan_colours_tell_the_material(kind: str) -> None:
+    """On the scan, organic goods absorb blue most (orange), metal red most (blue), electronics
+    (mixed) green least: measured against the same box with nothing inside."""
+    for seed in range(3):
+        empty = suite.scan_light(np.random.default_rng(seed), [])
+        packed = suite.scan_light(np.random.default_rng(seed), [kind])
+        red, green, blue = np.log(empty / packed).sum(axis=(0, 1))
+        assert red + green + blue > 20  # the object is there
+        if kind in ("Loose cells", "Metal"):
+            assert red > green > blue
+        elif kind == "Electronics":
+            assert green < min(red, blue)
+        else:
+            assert blue > green > red
+
+
+def test_parcels_calls_in_mixed_formats(sets: dict[str, Path]) -> None:
+    """MP3 and WAV calls, mono and stereo, each read by the backend's own decoder."""
+    _tools_or_skip("parcels")
+    records = read_manifest(sets["parcels"])
+    assert {Path(r["audio"]).suffix for r in records} == {".mp3", ".wav"}
+    assert any("stereo" in r["tags"] for r in records) and any("greeting" in r["tags"] for r in records)
+    for r in records:
+        samples = decode_audio((sets["parcels"].parent / r["audio"]).read_bytes(), 16000, 30.0)
         assert 1.0 < len(samples) / 16000 < suite.MAX_CLIP_S + 1.0
 
 
