@@ -10,6 +10,7 @@ from backend.model.training import (
     audio_free_heads,
     class_weights,
     from_bytes,
+    held_out_fit,
     to_bytes,
     training_epochs,
     version_of,
@@ -197,6 +198,19 @@ def test_heads_that_lean_on_photo_and_text_are_told_apart_from_those_the_audio_d
     assert audio_free_heads(model, batch, ys, has) == [True, False]
     few = torch.arange(64) < 12  # under 10 tasks a label: too few to tell what decides it
     assert audio_free_heads(model, batch, ys, [few, few]) == [False, False]
+
+
+def test_held_out_fit_scores_each_head_on_tasks_its_model_did_not_see():
+    """Each task is scored by the model of the folds it was left out of: the photo-decided head fits
+    held-out tasks, the head the spoken words decide does only while it hears them."""
+    from dataclasses import replace
+
+    cfg, feats, ys = _two_heads(np.random.default_rng(6), 96)
+    batch, has = collate(feats, cfg), [torch.ones(96, dtype=torch.bool)] * 2
+    category, policy = held_out_fit(cfg, batch, ys, has, Settings(seed=0))
+    assert category > 0.8 and policy > 0.8
+    _, silent_policy = held_out_fit(replace(cfg, audio_free=[True, True]), batch, ys, has, Settings(seed=0))
+    assert silent_policy < 0.6  # chance is 0.5: nothing but the audio tells it
 
 
 def _photo_or_words(rng: np.random.Generator, n: int, every: int) -> tuple[FusionConfig, list[dict], list]:
