@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Fusion = Literal["attention", "mean", "none"]
+Fusion = Literal["attention", "mean", "none", "auto"]
 
 
 class Settings(BaseSettings):

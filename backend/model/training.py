@@ -42,6 +42,10 @@ AUDIO_FREE_FOLDS = 3
 # that still cost 0.016 on a toy set the photo decides (tests/unit/test_model.py), against gaps of
 # 0.04-0.15 where it matters (calls' `reason` kept, meters' `usage` freed; BENCHMARKS.md).
 AUDIO_FREE_TOLERANCE = 0.02
+# fusion="auto": with this many labelled tasks or more, attention and mean pooling are each trained
+# as above and the one with the better held-out fit (mean over heads) is kept; below it, attention.
+# Neither fusion won on every set of the suite (BENCHMARKS.md, "Fusion chosen per project").
+FUSION_CHOICE_MIN_TASKS = 50
 
 
 @dataclass
@@ -122,27 +126,54 @@ def train(
     decide"). With `train_members` > 1, more models are trained alike from the next seeds and used
     together (`Ensemble`)."""
     started = time.perf_counter()
-    cfg = fusion_config(config, encoders, settings.fusion)
+    auto = settings.fusion == "auto"
+    cfg = fusion_config(config, encoders, "attention" if auto else settings.fusion)
     if settings.train_head_objects:
         widths = [(name, cfg.input_dims[modality]) for name, modality in cfg.objects]
         cfg = replace(cfg, head_objects=head_objects(features, labels, config, widths, settings.seed))
     batch = collate(features, cfg)
     ys, has = _targets(labels, cfg, config)
-    model = _fit(cfg, batch, ys, has, settings)
-    free = [False] * len(cfg.heads)
-    if settings.train_audio_free_heads and cfg.fusion != "none" and _audio_rows(batch).any():
-        cfg, model, free = _free_from_audio(cfg, model, batch, ys, has, settings)
+    if auto and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
+        cfg, model = _choose_fusion(cfg, batch, ys, has, settings)
+    else:
+        cfg, model, _ = _settle(cfg, batch, ys, has, settings)
     if settings.train_members > 1:
         more = [settings.model_copy(update={"seed": settings.seed + k}) for k in range(1, settings.train_members)]
         model = Ensemble([model, *(_fit(cfg, batch, ys, has, s) for s in more)])
+    free = cfg.audio_free or [False] * len(cfg.heads)
     without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
     log.info(
-        "trained %d model(s) on %d tasks, %d epochs in %.2fs; heads without audio: %s",
-        settings.train_members, len(features), training_epochs(len(features), settings),
+        "trained %d model(s) with %s fusion on %d tasks, %d epochs in %.2fs; heads without audio: %s",
+        settings.train_members, cfg.fusion, len(features), training_epochs(len(features), settings),
         time.perf_counter() - started, without_audio or "none",
     )  # fmt: skip
     blob = to_bytes(model)
     return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
+
+
+def _settle(
+    cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings
+) -> tuple[FusionConfig, VLMAE, list[float] | None]:
+    """The config to train (heads freed from the audio where they may be), its first model, and its
+    held-out fit if that was measured on the way."""
+    model = _fit(cfg, batch, ys, has, settings)
+    if settings.train_audio_free_heads and cfg.fusion != "none" and _audio_rows(batch).any():
+        return _free_from_audio(cfg, model, batch, ys, has, settings)
+    return cfg, model, None
+
+
+def _choose_fusion(
+    cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings
+) -> tuple[FusionConfig, VLMAE]:
+    """Attention or mean pooling, whichever predicts held-out tasks better (attention on a tie)."""
+    options = []
+    for fusion in ("attention", "mean"):
+        chosen, model, fit = _settle(replace(cfg, fusion=fusion), batch, ys, has, settings)
+        fit = fit if fit is not None else held_out_fit(chosen, batch, ys, has, settings)
+        options.append((chosen, model, sum(fit) / len(fit)))
+    (attention, a_model, a_fit), (mean, m_model, m_fit) = options
+    log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", a_fit, m_fit)
+    return (attention, a_model) if a_fit >= m_fit else (mean, m_model)
 
 
 def _fit(cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings) -> VLMAE:
@@ -167,12 +198,12 @@ def _fit(cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torc
 
 def _free_from_audio(
     cfg: FusionConfig, model: VLMAE, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings
-) -> tuple[FusionConfig, VLMAE, list[bool]]:
-    """The config, model and audio-free heads to keep: of the heads that lean on photo and text, those
-    that predict held-out tasks without the audio as well as with it."""
+) -> tuple[FusionConfig, VLMAE, list[float] | None]:
+    """The config, its model and its held-out fit (if measured): of the heads that lean on photo and
+    text, those that predict held-out tasks without the audio as well as with it read no audio."""
     candidates = audio_free_heads(model, batch, ys, has)
     if not any(candidates):
-        return cfg, model, candidates
+        return cfg, model, None
     heard = held_out_fit(cfg, batch, ys, has, settings)
     silent = held_out_fit(replace(cfg, audio_free=candidates), batch, ys, has, settings)
     free = [c and s >= h - AUDIO_FREE_TOLERANCE for c, h, s in zip(candidates, heard, silent, strict=True)]
@@ -181,9 +212,9 @@ def _free_from_audio(
             verdict = "reads tasks without" if f else "keeps"
             log.info("head %s %s the audio: held-out fit %.3f with it, %.3f without", name, verdict, h, s)
     if not any(free):
-        return cfg, model, free
+        return cfg, model, heard
     cfg = replace(cfg, audio_free=free)
-    return cfg, _fit(cfg, batch, ys, has, settings), free
+    return cfg, _fit(cfg, batch, ys, has, settings), silent if free == candidates else None
 
 
 def held_out_fit(

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -244,9 +246,10 @@ def test_a_head_is_freed_only_if_it_predicts_held_out_tasks_as_well_without_audi
     batch, has, settings = collate(feats, cfg), [torch.ones(96, dtype=torch.bool)], Settings(seed=0)
     monkeypatch.setattr(training, "AUDIO_FREE_RATIO", 0.0)
     model = _fit(cfg, batch, ys, has, settings)
-    cfg_out, model_out, free = _free_from_audio(cfg, model, batch, ys, has, settings)
-    assert free == [freed] and cfg_out.audio_free == ([True] if freed else [])
+    cfg_out, model_out, fit = _free_from_audio(cfg, model, batch, ys, has, settings)
+    assert cfg_out.audio_free == ([True] if freed else [])
     assert (model_out is model) != freed  # kept back: the first model, not trained again
+    assert fit == held_out_fit(cfg_out, batch, ys, has, settings)  # the fit of the config returned
 
 
 def test_an_audio_free_head_answers_the_same_with_or_without_the_audio():
@@ -264,3 +267,39 @@ def test_an_audio_free_head_answers_the_same_with_or_without_the_audio():
     assert torch.allclose(heard[0], silent[0])  # the category head never sees the audio
     assert not torch.allclose(heard[1], silent[1])
     assert from_bytes(to_bytes(model)).cfg.audio_free == [True, False]  # saved with the model
+
+
+def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, caplog):
+    """With enough labels, "auto" weighs attention against mean pooling on held-out tasks and returns
+    exactly the model that fusion trains (its name in the version); with few, attention untried."""
+    from pathlib import Path
+
+    from backend.labelstudio.labelconfig import parse_label_config
+    from backend.model.features import feature_objects
+
+    config = parse_label_config((Path(__file__).resolve().parents[2] / "label_config.xml").read_text())
+    dims = {o.name: encoders.for_modality(o.modality).dim for o in feature_objects(config, encoders)}
+    rng, feats, labels = np.random.default_rng(3), [], []
+    for i in range(60):
+        kind, bad = i % 6, i % 3 == 0
+        f = {name: rng.normal(size=(2, dim)).astype(np.float32) for name, dim in dims.items()}
+        f["image"][:, kind * 10 : kind * 10 + 10] += 2.0
+        f["voiceover.speech"][:, :10] += 1.0 if bad else -1.0
+        feats.append(f)
+        labels.append([[config.controls[0].labels[kind]], ["Violation" if bad else "OK"]])
+    auto = Settings(fusion="auto", train_members=1, train_max_steps=20, train_audio_free_heads=False)
+    with caplog.at_level("INFO", logger="backend.model.training"):
+        trained = training.train(feats, labels, config, encoders, auto)
+    attention, mean = map(float, re.search(r"fit ([\d.]+) with attention, ([\d.]+) with mean", caplog.text).groups())
+    chosen = "attention" if attention >= mean else "mean"
+    assert trained.model.cfg.fusion == chosen and trained.version.startswith(f"vlmae-{chosen}-")
+    direct = training.train(feats, labels, config, encoders, auto.model_copy(update={"fusion": chosen}))
+    assert trained.version == direct.version  # the very model that fusion trains
+    cfg = training.fusion_config(config, encoders, "mean")
+    batch = collate(feats, cfg)
+    ys, has = training._targets(labels, cfg, config)
+    mean_fit = training.held_out_fit(cfg, batch, ys, has, auto)
+    assert f"{sum(mean_fit) / len(mean_fit):.3f} with mean pooling" in caplog.text
+    caplog.clear()
+    few = training.train(feats[:40], labels[:40], config, encoders, auto)
+    assert few.model.cfg.fusion == "attention" and "held-out fit" not in caplog.text
