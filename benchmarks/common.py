@@ -171,6 +171,12 @@ def quick_demo() -> Path:
     return demo_set(Path(tempfile.gettempdir()) / f"broaden-bench-quick{QUICK_ITEMS}", QUICK_ITEMS)
 
 
+def random_subset(pool: list[int], n: int, seed: int) -> list[int]:
+    """`n` pool rows drawn at random (seeded): the labelled tasks of the fusion benchmarks."""
+    chosen = np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)
+    return [pool[i] for i in chosen]
+
+
 def encoded_demo(manifest: Path | None, quick: bool = False) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
     """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
     through the backend's cache; by default a 480-item demo set under /tmp. `quick`: by default the

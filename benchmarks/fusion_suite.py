@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, training_footer
+from common import encoded_demo, ensure_malloc_env, out, random_subset, training_footer
 
 # per-tag macro-F1, where a manifest has them
 TAGS = ("lookalike", "payment_lookalike", "audio_only", "audio_sensitive")
@@ -29,8 +29,7 @@ def scores(ds, pool: list[int], test: list[int], n: int, seed: int, encoders, se
     from backend.model.predictor import forward
     from backend.model.training import train
 
-    chosen = np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)
-    rows = [pool[i] for i in chosen]
+    rows = random_subset(pool, n, seed)
     s = settings.model_copy(update={"seed": seed})
     model = train([ds.features[i] for i in rows], [ds.labels[i] for i in rows], ds.config, encoders, s).model
     probs, _ = forward(model, [ds.features[i] for i in test])

@@ -123,18 +123,16 @@ def train(
     lean on the photo and text more than on the audio; those that predict tasks held out of training
     as well without the audio read each task without it in the model returned, so that a label the
     audio does not decide cannot over-fit to it (BENCHMARKS.md, "Heads the audio does not
-    decide"). With `train_members` > 1, more models are trained alike from the next seeds and used
-    together (`Ensemble`)."""
+    decide"). With `fusion="auto"`, attention and mean pooling are each set up so, and the one whose
+    held-out fit is better is kept (`fusion_fits`). With `train_members` > 1, more models are trained
+    alike from the next seeds and used together (`Ensemble`)."""
     started = time.perf_counter()
-    auto = settings.fusion == "auto"
-    cfg = fusion_config(config, encoders, "attention" if auto else settings.fusion)
-    if settings.train_head_objects:
-        widths = [(name, cfg.input_dims[modality]) for name, modality in cfg.objects]
-        cfg = replace(cfg, head_objects=head_objects(features, labels, config, widths, settings.seed))
-    batch = collate(features, cfg)
-    ys, has = _targets(labels, cfg, config)
-    if auto and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
-        cfg, model = _choose_fusion(cfg, batch, ys, has, settings)
+    cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
+    if settings.fusion == "auto" and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
+        options = _fusion_options(cfg, batch, ys, has, settings)
+        (attention, a_model, a_fit), (mean, m_model, m_fit) = options["attention"], options["mean"]
+        log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", a_fit, m_fit)
+        cfg, model = (attention, a_model) if a_fit >= m_fit else (mean, m_model)
     else:
         cfg, model, _ = _settle(cfg, batch, ys, has, settings)
     if settings.train_members > 1:
@@ -162,18 +160,45 @@ def _settle(
     return cfg, model, None
 
 
-def _choose_fusion(
+def fusion_fits(
+    features: list[dict[str, np.ndarray]],
+    labels: list[Labels],
+    config: LabelConfig,
+    encoders: Encoders,
+    settings: Settings,
+) -> dict[str, float]:
+    """What `fusion="auto"` weighs (with FUSION_CHOICE_MIN_TASKS labelled tasks or more): per fusion, the
+    held-out fit, mean over heads, of the config it would train. Attention wins a tie."""
+    cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
+    return {fusion: fit for fusion, (_, _, fit) in _fusion_options(cfg, batch, ys, has, settings).items()}
+
+
+def _prepared(
+    features: list[dict[str, np.ndarray]],
+    labels: list[Labels],
+    config: LabelConfig,
+    encoders: Encoders,
+    settings: Settings,
+) -> tuple[FusionConfig, Batch, list[torch.Tensor], list[torch.Tensor]]:
+    """The starting config ("auto" starts from attention), the batch and the targets."""
+    cfg = fusion_config(config, encoders, "attention" if settings.fusion == "auto" else settings.fusion)
+    if settings.train_head_objects:
+        widths = [(name, cfg.input_dims[modality]) for name, modality in cfg.objects]
+        cfg = replace(cfg, head_objects=head_objects(features, labels, config, widths, settings.seed))
+    ys, has = _targets(labels, cfg, config)
+    return cfg, collate(features, cfg), ys, has
+
+
+def _fusion_options(
     cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings
-) -> tuple[FusionConfig, VLMAE]:
-    """Attention or mean pooling, whichever predicts held-out tasks better (attention on a tie)."""
-    options = []
+) -> dict[str, tuple[FusionConfig, VLMAE, float]]:
+    """Per fusion: the config it trains, its first model, and its held-out fit (mean over heads)."""
+    options = {}
     for fusion in ("attention", "mean"):
         chosen, model, fit = _settle(replace(cfg, fusion=fusion), batch, ys, has, settings)
         fit = fit if fit is not None else held_out_fit(chosen, batch, ys, has, settings)
-        options.append((chosen, model, sum(fit) / len(fit)))
-    (attention, a_model, a_fit), (mean, m_model, m_fit) = options
-    log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", a_fit, m_fit)
-    return (attention, a_model) if a_fit >= m_fit else (mean, m_model)
+        options[fusion] = (chosen, model, sum(fit) / len(fit))
+    return options
 
 
 def _fit(cfg: FusionConfig, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor], settings: Settings) -> VLMAE:

@@ -206,3 +206,20 @@ def test_fusion_suite_objects_leaves_the_model_only_those(quick_env: Path, monke
     with pytest.raises(Enough):
         fusion_suite.main(["--quick", "--objects", "caption", "voiceover.speech", "--arms", "none"])
     assert seen == {"caption", "voiceover.speech"}
+
+
+def test_fusion_choice_scores_auto_as_the_arm_it_kept(benchmarks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auto row is the kept arm's scores seed by seed; a choice is right when its arm's macro-F1
+    is the higher."""
+    import fusion_choice
+
+    def result(arm: str, seed: int, f1: float) -> dict:
+        return {"set": "s", "labels": 100, "arm": arm, "seed": seed, "macro_f1": {"c": f1},
+                "subsets": {"lookalike": {"macro_f1": {"c": f1 / 2}}}}  # fmt: skip
+
+    results = [result("attention", 0, 0.8), result("mean", 0, 0.6), result("attention", 1, 0.5), result("mean", 1, 0.7)]
+    lines: list[str] = []
+    monkeypatch.setattr(fusion_choice, "out", lambda line="": lines.append(line))
+    fusion_choice.report([(100, 0, "attention"), (100, 1, "attention")], results, "s")
+    auto = next(line for line in lines if "| auto |" in line)
+    assert auto == "| 100 | auto | 0.650 (0.500) | 0.325 (0.250) | – | 1 of 2 |"
