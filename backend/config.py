@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     image_encoder: str = "default"
     text_encoder: str = "default"
     audio_encoder: str = "default"
+    # "auto": attention or mean pooling per project, by held-out fit on its labels (training.py).
     fusion: Fusion = "attention"
     # With the packaged Whisper: also transcribe speech and embed the words with the text encoder.
     transcribe: bool = True
