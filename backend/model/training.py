@@ -46,7 +46,7 @@ AUDIO_FREE_TOLERANCE = 0.02
 # pooling are each set up as above and the one with the better held-out fit (mean over heads) is
 # kept; below it, attention. Not the default: on the suite it kept the fusion better on the test
 # split in 25 of 32 runs, and folds that share wordings misled it on podcast, where attention was
-# 10-17 points ahead (BENCHMARKS.md, "Fusion chosen per project").
+# 7-16 points ahead (BENCHMARKS.md, "Fusion chosen per project").
 FUSION_CHOICE_MIN_TASKS = 50
 
 
