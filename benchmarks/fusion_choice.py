@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scores", type=Path, help="the JSON file fusion_suite.py wrote for the attention and mean arms")
     p.add_argument("--quick", action="store_true", help="a 16-item demo set, one seed, a few steps per training")
     args = p.parse_args(argv)
-    from backend.model.training import fusion_fits
+    from backend.model.training import fusion_fits, kept_fusion
 
     labels = args.labels or ([8] if args.quick else [100, 200])
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = random_subset(pool, n, seed)
             s = settings.model_copy(update={"seed": seed})
             fits = fusion_fits([ds.features[i] for i in rows], [ds.labels[i] for i in rows], ds.config, encoders, s)
-            kept = "attention" if fits["attention"] >= fits["mean"] else "mean"
+            kept = kept_fusion(fits)
             choices.append((n, seed, kept))
             out(f"| {n} | {seed} | {fits['attention']:.3f} | {fits['mean']:.3f} | {kept} |")
     if args.scores:

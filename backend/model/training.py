@@ -132,9 +132,9 @@ def train(
     cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
     if settings.fusion == "auto" and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
         options = _fusion_options(cfg, batch, ys, has, settings)
-        (attention, a_model, a_fit), (mean, m_model, m_fit) = options["attention"], options["mean"]
-        log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", a_fit, m_fit)
-        cfg, model = (attention, a_model) if a_fit >= m_fit else (mean, m_model)
+        fits = {fusion: fit for fusion, (_, _, fit) in options.items()}
+        log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", fits["attention"], fits["mean"])
+        cfg, model, _ = options[kept_fusion(fits)]
     else:
         cfg, model, _ = _settle(cfg, batch, ys, has, settings)
     if settings.train_members > 1:
@@ -170,9 +170,14 @@ def fusion_fits(
     settings: Settings,
 ) -> dict[str, float]:
     """What `fusion="auto"` weighs (with FUSION_CHOICE_MIN_TASKS labelled tasks or more): per fusion, the
-    held-out fit, mean over heads, of the config it would train. Attention wins a tie."""
+    held-out fit, mean over heads, of the config it would train (`kept_fusion` picks one)."""
     cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
     return {fusion: fit for fusion, (_, _, fit) in _fusion_options(cfg, batch, ys, has, settings).items()}
+
+
+def kept_fusion(fits: dict[str, float]) -> str:
+    """The fusion `fusion="auto"` trains: the better held-out fit, attention on a tie."""
+    return "attention" if fits["attention"] >= fits["mean"] else "mean"
 
 
 def _prepared(
