@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.model_selection import GroupKFold
 
 from backend.config import Settings
 from backend.labelstudio.labelconfig import LabelConfig, Labels
@@ -42,6 +45,11 @@ AUDIO_FREE_FOLDS = 3
 # that still cost 0.016 on a toy set the photo decides (tests/unit/test_model.py), against gaps of
 # 0.04-0.15 where it matters (calls' `reason` kept, meters' `usage` freed; BENCHMARKS.md).
 AUDIO_FREE_TOLERANCE = 0.02
+# Held-out folds keep tasks whose text or transcript says nearly the same (cosine of their sentence
+# embeddings at least this: the same line give or take a word) in one fold, as long as the group fits
+# in one. Pools repeat wordings (templates, copied lines) that new tasks do not, and a model that
+# learns them by heart looks better on random folds than it is on new tasks (docs/training.md).
+SAME_WORDING_COS = 0.95
 # fusion="auto": with this many labelled tasks or more (our choice, not tuned), attention and mean
 # pooling are each set up as above and the one with the better held-out fit (mean over heads) is
 # kept; below it, attention. Not the default: on the suite it kept the fusion better on the test
@@ -255,8 +263,7 @@ def held_out_fit(
     """Per head, over AUDIO_FREE_FOLDS folds of the labelled tasks: the probability a model trained
     on the other folds gives the true labels of the fold's tasks, averaged per label, then over the
     labels (a multiple-choice label: over its positive and its negative tasks)."""
-    order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(settings.seed))
-    folds = [order[k::AUDIO_FREE_FOLDS] for k in range(AUDIO_FREE_FOLDS)]
+    folds = held_out_folds(cfg, batch, settings.seed)
     probs: list[list[torch.Tensor]] = [[] for _ in cfg.heads]
     for k, held in enumerate(folds):
         rest = torch.cat([f for j, f in enumerate(folds) if j != k])
@@ -273,6 +280,62 @@ def held_out_fit(
         per_label = (p * y).sum(0) / y.sum(0).clamp(min=1)
         out.append(float(per_label[y.sum(0) > 0].mean()) if len(y) else 0.0)
     return out
+
+
+def held_out_folds(cfg: FusionConfig, batch: Batch, seed: int) -> list[torch.Tensor]:
+    """AUDIO_FREE_FOLDS folds of the tasks, as even as the wording groups allow (random for a seed)."""
+    groups = wording_groups(cfg, batch)
+    # GroupKFold balances fold sizes deterministically; groups numbered at random make the folds random.
+    groups = np.random.default_rng(seed).permutation(batch.size)[groups]
+    splits = GroupKFold(n_splits=AUDIO_FREE_FOLDS).split(np.zeros(batch.size), groups=groups)
+    return [torch.from_numpy(held) for _, held in splits]
+
+
+def wording_groups(cfg: FusionConfig, batch: Batch) -> np.ndarray:
+    """(B,) group number per task: each task is linked to the first earlier task whose text or
+    transcript object it nearly duplicates (SAME_WORDING_COS), object by object, as long as the
+    group stays small enough for one fold. A line shared by more tasks than that links none."""
+    n, most = batch.size, batch.size / AUDIO_FREE_FOLDS
+    group, size = np.arange(n), np.ones(n, dtype=int)
+    for k, (_, modality) in enumerate(cfg.objects):
+        if modality not in ("text", "speech"):
+            continue
+        mask = (batch.objects[modality] == k) & batch.masks[modality]
+        vectors = (batch.tokens[modality] * mask[..., None]).sum(1)  # zero where the task lacks it
+        first = _first_duplicate(torch.nn.functional.normalize(vectors, dim=1))
+        alone = _components(first)
+        for i in np.flatnonzero((first != np.arange(n)) & (np.bincount(alone)[alone] <= most)):
+            a, b = _root(group, i), _root(group, first[i])
+            if a != b and size[a] + size[b] <= most:
+                group[a], size[b] = b, size[a] + size[b]
+    return np.array([_root(group, i) for i in range(n)])
+
+
+def _components(first: np.ndarray) -> np.ndarray:
+    """Group number per task, each task linked to first[task]."""
+    n = len(first)
+    graph = coo_matrix((np.ones(n), (np.arange(n), first)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _root(group: np.ndarray, i: int) -> int:
+    """The task that names i's group (union-find; paths halved on the way)."""
+    while group[i] != i:
+        group[i] = group[group[i]]
+        i = group[i]
+    return int(i)
+
+
+def _first_duplicate(vectors: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """Per task, the first earlier task within SAME_WORDING_COS of it, else itself: one link per task,
+    where all pairs of a line most tasks share would be quadratic."""
+    first = np.arange(len(vectors))
+    for start in range(0, len(vectors), chunk):
+        stop = min(start + chunk, len(vectors))
+        near = (vectors[start:stop] @ vectors[:stop].T >= SAME_WORDING_COS).tril(start - 1)
+        found = near.any(1).numpy()
+        first[start:stop][found] = near.float().argmax(1).numpy()[found]
+    return first
 
 
 def audio_free_heads(model: VLMAE, batch: Batch, ys: list[torch.Tensor], has: list[torch.Tensor]) -> list[bool]:

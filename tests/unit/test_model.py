@@ -15,7 +15,7 @@ from backend.model.training import (
     training_epochs,
     version_of,
 )
-from backend.model.vlmae import AUDIO_SIDE, VLMAE, Ensemble, FusionConfig, collate
+from backend.model.vlmae import AUDIO_SIDE, VLMAE, Batch, Ensemble, FusionConfig, collate
 
 
 def config(fusion: str) -> FusionConfig:
@@ -211,6 +211,54 @@ def test_held_out_fit_scores_each_head_on_tasks_its_model_did_not_see():
     assert category > 0.8 and policy > 0.8
     _, silent_policy = held_out_fit(replace(cfg, audio_free=[True, True]), batch, ys, has, Settings(seed=0))
     assert silent_policy < 0.6  # chance is 0.5: nothing but the audio tells it
+
+
+def _worded(captions: list[np.ndarray | None], speech: list[np.ndarray | None]) -> tuple[FusionConfig, Batch]:
+    """Tasks with the same photo, and the given caption and transcript vectors (None: missing)."""
+    cfg = FusionConfig(
+        input_dims={"image": 4, "text": 8, "audio": 3, "speech": 8},
+        objects=[("img", "image"), ("cap", "text"), ("voice", "audio"), ("voice.speech", "speech")],
+        heads=[("c", 2, False)],
+    )
+    feats = []
+    for cap, said in zip(captions, speech, strict=True):
+        f = {"img": np.ones((1, 4)), "voice": np.ones((2, 3))}
+        f |= {"cap": cap[None]} if cap is not None else {}
+        f |= {"voice.speech": said[None]} if said is not None else {}
+        feats.append({k: v.astype(np.float32) for k, v in f.items()})
+    return cfg, collate(feats, cfg)
+
+
+def test_wording_groups_link_near_duplicate_texts_and_transcripts_only():
+    """Same caption give or take a little, or the same transcript, links two tasks (and what they
+    link to); the same photo or audio does not, nor does a missing object."""
+    rng = np.random.default_rng(0)
+    a, b, c, d, e, f = rng.normal(size=(6, 8))
+    near = lambda v: v + 0.02 * rng.normal(size=8)  # noqa: E731
+    captions = [a, near(a), b, d, None, None, e, f]
+    speech = [None, None, c, near(c), None, None, None, near(b)]  # the last says task 2's caption
+    groups = training.wording_groups(*_worded(captions, speech))
+    same = lambda i, j: groups[i] == groups[j]  # noqa: E731
+    assert same(0, 1) and same(2, 3)
+    assert not same(2, 7)  # a caption and a transcript are not compared with each other
+    assert len({groups[i] for i in (0, 2, 4, 5, 6, 7)}) == 6
+
+
+@pytest.mark.parametrize("caption", ["worded", "one line for all"])
+def test_held_out_folds_keep_a_wording_in_one_fold(caption: str):
+    """10 wordings said by 3 tasks each and 30 said once: each wording's tasks share a fold, and
+    the folds stay even. A caption every task shares (too big a group for a fold) links nothing."""
+    rng = np.random.default_rng(1)
+    lines = rng.normal(size=(10, 8))
+    worded = [lines[i // 3] for i in range(30)] + list(rng.normal(size=(30, 8)))
+    captions = worded if caption == "worded" else [lines[0]] * 60
+    cfg, batch = _worded(captions, [None] * 60 if caption == "worded" else worded)
+    folds = training.held_out_folds(cfg, batch, seed=0)
+    assert sorted(torch.cat(folds).tolist()) == list(range(60))
+    assert [len(f) for f in folds] == [20, 20, 20]
+    fold_of = {int(i): k for k, f in enumerate(folds) for i in f}
+    assert all(fold_of[3 * w] == fold_of[3 * w + 1] == fold_of[3 * w + 2] for w in range(10))
+    assert [f.tolist() for f in training.held_out_folds(cfg, batch, seed=1)] != [f.tolist() for f in folds]
 
 
 def _photo_or_words(rng: np.random.Generator, n: int, every: int) -> tuple[FusionConfig, list[dict], list]:
