@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Fusion = Literal["attention", "mean", "none", "auto"]
+Fusion = Literal["attention", "mean", "none", "auto", "mixed"]
 
 
 class Settings(BaseSettings):
@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     image_encoder: str = "default"
     text_encoder: str = "default"
     audio_encoder: str = "default"
-    # "auto": attention or mean pooling per project, by held-out fit on its labels (training.py).
+    # "auto": attention or mean pooling per project, by held-out fit on its labels; "mixed": members
+    # alternate attention and mean pooling, their probabilities averaged (training.py).
     fusion: Fusion = "attention"
     # With the packaged Whisper: also transcribe speech and embed the words with the text encoder.
     transcribe: bool = True

@@ -56,6 +56,7 @@ SAME_WORDING_COS = 0.95
 # split in 41 of 51 runs but is not ahead of attention on average; where the test split's wordings
 # are new, no fold of the pool shows them (BENCHMARKS.md, "Fusion chosen per project").
 FUSION_CHOICE_MIN_TASKS = 50
+MIXED_FUSIONS = ("attention", "mean")  # fusion="mixed": member k uses MIXED_FUSIONS[k % 2]
 
 
 @dataclass
@@ -135,7 +136,8 @@ def train(
     audio does not decide cannot over-fit to it (BENCHMARKS.md, "Heads the audio does not
     decide"). With `fusion="auto"`, attention and mean pooling are each set up so, and the one whose
     held-out fit is better is kept (`fusion_fits`). With `train_members` > 1, more models are trained
-    alike from the next seeds and used together (`Ensemble`)."""
+    alike from the next seeds and used together (`Ensemble`); with `fusion="mixed"`, they alternate
+    attention and mean pooling (`_train_mixed`)."""
     started = time.perf_counter()
     cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
     if settings.fusion == "auto" and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
@@ -143,6 +145,8 @@ def train(
         fits = {fusion: fit for fusion, (_, _, fit) in options.items()}
         log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", fits["attention"], fits["mean"])
         cfg, model, _ = options[kept_fusion(fits)]
+    elif settings.fusion == "mixed":
+        return _train_mixed(cfg, batch, ys, has, settings, config, started)
     else:
         cfg, model, _ = _settle(cfg, batch, ys, has, settings)
     if settings.train_members > 1:
@@ -157,6 +161,38 @@ def train(
     )  # fmt: skip
     blob = to_bytes(model)
     return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
+
+
+def _train_mixed(
+    cfg: FusionConfig,
+    batch: Batch,
+    ys: list[torch.Tensor],
+    has: list[torch.Tensor],
+    settings: Settings,
+    config: LabelConfig,
+    started: float,
+) -> TrainedModel:
+    """fusion="mixed": at least two members, alternating attention and mean pooling (each set up
+    on its own, audio-free heads included), their probabilities averaged. Members that fail in
+    different places (attention on look-alikes, mean pooling where a few spoken words decide) are
+    what averaging helps most."""
+    settled: dict[str, FusionConfig] = {}
+    members = []
+    for k in range(max(2, settings.train_members)):
+        fusion, s = MIXED_FUSIONS[k % 2], settings.model_copy(update={"seed": settings.seed + k})
+        if fusion in settled:
+            members.append(_fit(settled[fusion], batch, ys, has, s))
+        else:
+            settled[fusion], model, _ = _settle(replace(cfg, fusion=fusion), batch, ys, has, s)
+            members.append(model)
+    for fusion, c in settled.items():
+        free = [name for (name, _, _), f in zip(c.heads, c.audio_free or [False] * len(c.heads), strict=True) if f]
+        log.info("mixed: %s members' heads without audio: %s", fusion, free or "none")
+    log.info("trained %d models with mixed fusion on %d tasks in %.2fs", len(members), batch.size,
+             time.perf_counter() - started)  # fmt: skip
+    model = Ensemble(members)
+    blob = to_bytes(model)
+    return TrainedModel(model, version_of(blob, "mixed"), config.fingerprint, batch.size)
 
 
 def _settle(
@@ -384,22 +420,23 @@ def _index(batch: Batch, idx: torch.Tensor) -> Batch:
 
 
 def to_bytes(model: Model) -> bytes:
-    if isinstance(model, Ensemble):
-        weights = {"members": [m.state_dict() for m in model.members]}
-    else:
-        weights = {"state_dict": model.state_dict()}
+    members = model.members if isinstance(model, Ensemble) else [model]
+    saved = {"configs": [asdict(m.cfg) for m in members], "members": [m.state_dict() for m in members]}
     buf = io.BytesIO()
-    torch.save({"config": asdict(model.cfg), **weights}, buf)
+    torch.save(saved, buf)
     return buf.getvalue()
 
 
 def from_bytes(blob: bytes) -> Model:
     saved = torch.load(io.BytesIO(blob), weights_only=True)
-    cfg = saved["config"]
-    cfg["objects"] = [tuple(o) for o in cfg["objects"]]
-    cfg["heads"] = [tuple(h) for h in cfg["heads"]]
+    if "configs" not in saved:  # saved before members could differ in fusion: one config for all
+        saved["members"] = saved.get("members") or [saved["state_dict"]]
+        saved["configs"] = [saved["config"]] * len(saved["members"])
     members = []
-    for state in saved.get("members") or [saved["state_dict"]]:
+    for cfg, state in zip(saved["configs"], saved["members"], strict=True):
+        cfg = dict(cfg)
+        cfg["objects"] = [tuple(o) for o in cfg["objects"]]
+        cfg["heads"] = [tuple(h) for h in cfg["heads"]]
         members.append(VLMAE(FusionConfig(**cfg)))
         members[-1].load_state_dict(state)
     return (members[0] if len(members) == 1 else Ensemble(members)).eval()

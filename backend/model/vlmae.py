@@ -143,6 +143,10 @@ class VLMAE(nn.Module):
         return self.norm(pooled)
 
     @property
+    def fusion(self) -> str:
+        return self.cfg.fusion
+
+    @property
     def dim(self) -> int:
         """Width of `space`'s output."""
         return self.cfg.d_model * len(self._space_views)
@@ -228,14 +232,19 @@ class VLMAE(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """VLMAE models trained alike from different seeds, used as one: their probabilities are
-    averaged, and the latent space is their embeddings side by side (each ends in a LayerNorm, so
-    the cosine of two tasks is close to the members' mean cosine)."""
+    """VLMAE models trained from different seeds (with fusion="mixed", also with different fusions),
+    used as one: their probabilities are averaged, and the latent space is their embeddings side by
+    side (each ends in a LayerNorm, so the cosine of two tasks is close to the members' mean cosine)."""
 
     def __init__(self, members: list[VLMAE]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.cfg = members[0].cfg
+        self.cfg = members[0].cfg  # heads and width, alike in every member; the fusion may differ
+
+    @property
+    def fusion(self) -> str:
+        fusions = {m.cfg.fusion for m in self.members}
+        return fusions.pop() if len(fusions) == 1 else "mixed"
 
     @property
     def dim(self) -> int:

@@ -315,9 +315,9 @@ def test_an_audio_free_head_answers_the_same_with_or_without_the_audio():
     assert from_bytes(to_bytes(model)).cfg.audio_free == [True, False]  # saved with the model
 
 
-def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, caplog):
-    """With enough labels, "auto" weighs attention against mean pooling on held-out tasks and returns
-    exactly the model that fusion trains (its name in the version); with few, attention untried."""
+def _demo_config_tasks(encoders, n: int = 60):
+    """The demo label config and `n` tasks whose category the photo tells and whose policy label the
+    spoken words tell."""
     from pathlib import Path
 
     from backend.labelstudio.labelconfig import parse_label_config
@@ -326,13 +326,20 @@ def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, ca
     config = parse_label_config((Path(__file__).resolve().parents[2] / "label_config.xml").read_text())
     dims = {o.name: encoders.for_modality(o.modality).dim for o in feature_objects(config, encoders)}
     rng, feats, labels = np.random.default_rng(3), [], []
-    for i in range(60):
+    for i in range(n):
         kind, bad = i % 6, i % 3 == 0
         f = {name: rng.normal(size=(2, dim)).astype(np.float32) for name, dim in dims.items()}
         f["image"][:, kind * 10 : kind * 10 + 10] += 2.0
         f["voiceover.speech"][:, :10] += 1.0 if bad else -1.0
         feats.append(f)
         labels.append([[config.controls[0].labels[kind]], ["Violation" if bad else "OK"]])
+    return config, feats, labels
+
+
+def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, caplog):
+    """With enough labels, "auto" weighs attention against mean pooling on held-out tasks and returns
+    exactly the model that fusion trains (its name in the version); with few, attention untried."""
+    config, feats, labels = _demo_config_tasks(encoders)
     auto = Settings(fusion="auto", train_members=1, train_max_steps=20, train_audio_free_heads=False)
     with caplog.at_level("INFO", logger="backend.model.training"):
         trained = training.train(feats, labels, config, encoders, auto)
@@ -350,3 +357,42 @@ def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, ca
     caplog.clear()
     few = training.train(feats[:40], labels[:40], config, encoders, auto)
     assert few.model.cfg.fusion == "attention" and "held-out fit" not in caplog.text
+
+
+def test_mixed_fusion_alternates_attention_and_mean_pooling_members(encoders):
+    """fusion="mixed" trains members that alternate attention and mean pooling, each the model its own
+    fusion trains from that member's seed; saved and loaded, every member keeps its fusion."""
+    config, feats, labels = _demo_config_tasks(encoders)
+    mixed = Settings(fusion="mixed", train_members=3, train_max_steps=20, train_head_objects=False)
+    trained = training.train(feats, labels, config, encoders, mixed)
+    assert isinstance(trained.model, Ensemble) and trained.model.fusion == "mixed"
+    assert [m.cfg.fusion for m in trained.model.members] == ["attention", "mean", "attention"]
+    assert trained.version.startswith("vlmae-mixed-")
+    alone = mixed.model_copy(update={"fusion": "mean", "seed": 1, "train_members": 1})
+    direct = training.train(feats, labels, config, encoders, alone).model
+    assert to_bytes(direct) == to_bytes(trained.model.members[1])
+    batch = collate(feats[:5], trained.model.cfg)
+    again = from_bytes(to_bytes(trained.model))
+    assert [m.cfg.fusion for m in again.members] == ["attention", "mean", "attention"]
+    with torch.inference_mode():
+        assert torch.allclose(again(batch)[1], trained.model(batch)[1])
+    one = training.train(feats, labels, config, encoders, mixed.model_copy(update={"train_members": 1}))
+    assert [m.cfg.fusion for m in one.model.members] == ["attention", "mean"]  # two at least
+
+
+def test_a_model_saved_with_one_config_for_all_members_still_loads():
+    """Models saved before members could differ in fusion hold one config and a state per member."""
+    import io
+    from dataclasses import asdict
+
+    torch.manual_seed(0)
+    model = VLMAE(config("attention")).eval()
+    for weights in ({"state_dict": model.state_dict()}, {"members": [model.state_dict()] * 2}):
+        buf = io.BytesIO()
+        torch.save({"config": asdict(model.cfg), **weights}, buf)
+        again = from_bytes(buf.getvalue())
+        members = again.members if isinstance(again, Ensemble) else [again]
+        assert len(members) == len(weights.get("members", [0]))
+        batch = collate([features(np.random.default_rng(4))], model.cfg)
+        with torch.inference_mode():
+            assert all(torch.allclose(m(batch)[0], model(batch)[0]) for m in members)
