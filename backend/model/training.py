@@ -56,7 +56,10 @@ SAME_WORDING_COS = 0.95
 # split in 41 of 51 runs but is not ahead of attention on average; where the test split's wordings
 # are new, no fold of the pool shows them (BENCHMARKS.md, "Fusion chosen per project").
 FUSION_CHOICE_MIN_TASKS = 50
-MIXED_FUSIONS = ("attention", "mean")  # fusion="mixed": member k uses MIXED_FUSIONS[k % 2]
+# fusion="mixed": member k uses MIXED_FUSIONS[k % 2]. The two err in different places (attention on
+# look-alikes, mean pooling where a few spoken words decide), which averaging evens out on random
+# labels but not yet on active learning's (BENCHMARKS.md, "Members of both fusions").
+MIXED_FUSIONS = ("attention", "mean")
 
 
 @dataclass
@@ -136,63 +139,41 @@ def train(
     audio does not decide cannot over-fit to it (BENCHMARKS.md, "Heads the audio does not
     decide"). With `fusion="auto"`, attention and mean pooling are each set up so, and the one whose
     held-out fit is better is kept (`fusion_fits`). With `train_members` > 1, more models are trained
-    alike from the next seeds and used together (`Ensemble`); with `fusion="mixed"`, they alternate
-    attention and mean pooling (`_train_mixed`)."""
+    alike from the next seeds and used together (`Ensemble`); with `fusion="mixed"`, at least two,
+    alternating attention and mean pooling, each fusion set up on its own (MIXED_FUSIONS)."""
     started = time.perf_counter()
     cfg, batch, ys, has = _prepared(features, labels, config, encoders, settings)
+    settled: dict[str, FusionConfig] = {}  # per fusion: the config its members train
+    members: list[VLMAE] = []
     if settings.fusion == "auto" and len(features) >= FUSION_CHOICE_MIN_TASKS and _audio_rows(batch).any():
         options = _fusion_options(cfg, batch, ys, has, settings)
         fits = {fusion: fit for fusion, (_, _, fit) in options.items()}
         log.info("fusion: held-out fit %.3f with attention, %.3f with mean pooling", fits["attention"], fits["mean"])
         cfg, model, _ = options[kept_fusion(fits)]
-    elif settings.fusion == "mixed":
-        return _train_mixed(cfg, batch, ys, has, settings, config, started)
-    else:
-        cfg, model, _ = _settle(cfg, batch, ys, has, settings)
-    if settings.train_members > 1:
-        more = [settings.model_copy(update={"seed": settings.seed + k}) for k in range(1, settings.train_members)]
-        model = Ensemble([model, *(_fit(cfg, batch, ys, has, s) for s in more)])
-    free = cfg.audio_free or [False] * len(cfg.heads)
-    without_audio = [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
-    log.info(
-        "trained %d model(s) with %s fusion on %d tasks, %d epochs in %.2fs; heads without audio: %s",
-        settings.train_members, cfg.fusion, len(features), training_epochs(len(features), settings),
-        time.perf_counter() - started, without_audio or "none",
-    )  # fmt: skip
-    blob = to_bytes(model)
-    return TrainedModel(model, version_of(blob, cfg.fusion), config.fingerprint, len(features))
-
-
-def _train_mixed(
-    cfg: FusionConfig,
-    batch: Batch,
-    ys: list[torch.Tensor],
-    has: list[torch.Tensor],
-    settings: Settings,
-    config: LabelConfig,
-    started: float,
-) -> TrainedModel:
-    """fusion="mixed": at least two members, alternating attention and mean pooling (each set up
-    on its own, audio-free heads included), their probabilities averaged. Members that fail in
-    different places (attention on look-alikes, mean pooling where a few spoken words decide) are
-    what averaging helps most."""
-    settled: dict[str, FusionConfig] = {}
-    members = []
-    for k in range(max(2, settings.train_members)):
-        fusion, s = MIXED_FUSIONS[k % 2], settings.model_copy(update={"seed": settings.seed + k})
+        settled[cfg.fusion], members = cfg, [model]
+    mixed = settings.fusion == "mixed"
+    fusions = MIXED_FUSIONS if mixed else (cfg.fusion,)
+    for k in range(len(members), max(2, settings.train_members) if mixed else settings.train_members):
+        fusion, s = fusions[k % len(fusions)], settings.model_copy(update={"seed": settings.seed + k})
         if fusion in settled:
             members.append(_fit(settled[fusion], batch, ys, has, s))
         else:
             settled[fusion], model, _ = _settle(replace(cfg, fusion=fusion), batch, ys, has, s)
             members.append(model)
-    for fusion, c in settled.items():
-        free = [name for (name, _, _), f in zip(c.heads, c.audio_free or [False] * len(c.heads), strict=True) if f]
-        log.info("mixed: %s members' heads without audio: %s", fusion, free or "none")
-    log.info("trained %d models with mixed fusion on %d tasks in %.2fs", len(members), batch.size,
-             time.perf_counter() - started)  # fmt: skip
-    model = Ensemble(members)
+    model = members[0] if len(members) == 1 else Ensemble(members)
+    without_audio = {fusion: _audio_free_names(c) or "none" for fusion, c in settled.items()}
+    log.info(
+        "trained %d model(s) with %s fusion on %d tasks, %d epochs in %.2fs; heads without audio: %s",
+        len(members), model.fusion, len(features), training_epochs(len(features), settings),
+        time.perf_counter() - started, without_audio,
+    )  # fmt: skip
     blob = to_bytes(model)
-    return TrainedModel(model, version_of(blob, "mixed"), config.fingerprint, batch.size)
+    return TrainedModel(model, version_of(blob, model.fusion), config.fingerprint, len(features))
+
+
+def _audio_free_names(cfg: FusionConfig) -> list[str]:
+    free = cfg.audio_free or [False] * len(cfg.heads)
+    return [name for (name, _, _), f in zip(cfg.heads, free, strict=True) if f]
 
 
 def _settle(
