@@ -177,6 +177,17 @@ def random_subset(pool: list[int], n: int, seed: int) -> list[int]:
     return [pool[i] for i in chosen]
 
 
+def enriched_subset(pool: list[int], positive: set[int], n: int, share: float, seed: int) -> list[int]:
+    """`n` pool rows drawn at random (seeded) of which `share` are `positive` rows (as many as the pool
+    has): labels as rich in the hunted label as the ones active learning gathers."""
+    pos = [i for i in pool if i in positive]
+    neg = [i for i in pool if i not in positive]
+    k = min(round(n * share), len(pos))
+    rng = np.random.default_rng(seed)
+    chosen = [pos[i] for i in rng.choice(len(pos), size=k, replace=False)]
+    return chosen + [neg[i] for i in rng.choice(len(neg), size=min(n - k, len(neg)), replace=False)]
+
+
 def encoded_demo(manifest: Path | None, quick: bool = False) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
     """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
     through the backend's cache; by default a 480-item demo set under /tmp. `quick`: by default the

@@ -223,3 +223,40 @@ def test_fusion_choice_scores_auto_as_the_arm_it_kept(benchmarks: None, monkeypa
     fusion_choice.report([(100, 0, "attention"), (100, 1, "attention")], results, "s")
     auto = next(line for line in lines if "| auto |" in line)
     assert auto == "| 100 | auto | 0.650 (0.500) | 0.325 (0.250) | – | 1 of 2 |"
+
+
+def test_enriched_subset_draws_the_share_asked_for(benchmarks: None) -> None:
+    from common import enriched_subset
+
+    pool = list(range(100, 300))
+    positive = set(range(100, 120))  # 20 of 200
+    rows = enriched_subset(pool, positive, 50, 0.3, seed=4)
+    assert len(rows) == len(set(rows)) == 50 and set(rows) <= set(pool)
+    assert sum(r in positive for r in rows) == 15
+    assert rows == enriched_subset(pool, positive, 50, 0.3, seed=4) != enriched_subset(pool, positive, 50, 0.3, seed=5)
+    few = enriched_subset(pool, positive, 100, 0.5, seed=0)  # asks for 50 positives, the pool has 20
+    assert sum(r in positive for r in few) == 20 and len(few) == 100
+
+
+def test_fusion_suite_positives_enriches_subsets_and_scores_each_member(
+    quick_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fusion_suite = importlib.import_module("fusion_suite")
+    monkeypatch.setenv("BROADEN_TRAIN_MEMBERS", "2")
+    drawn: list[float] = []
+    scores = fusion_suite.scores
+
+    def recording(ds, rows, *args, **kwargs):
+        from backend.lab.simulate import resolve_targets
+
+        hunted = fusion_suite.hunted_rows(ds, rows, resolve_targets(ds, "")[0])
+        drawn.append(len(hunted) / len(rows))
+        return scores(ds, rows, *args, **kwargs)
+
+    monkeypatch.setattr(fusion_suite, "scores", recording)
+    out = quick_env / "enriched.json"
+    fusion_suite.main(["--quick", "--labels", "6", "--arms", "mixed", "--positives", "0.34", "--json", str(out)])
+    assert drawn == [2 / 6]  # both of the small pool's hunted items
+    (result,) = json.loads(out.read_text())
+    assert [m["fusion"] for m in result["members"]] == ["attention", "mean"]
+    assert all(m["average_precision"].keys() == result["average_precision"].keys() for m in result["members"])
