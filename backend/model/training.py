@@ -57,8 +57,9 @@ SAME_WORDING_COS = 0.95
 # are new, no fold of the pool shows them (BENCHMARKS.md, "Fusion chosen per project").
 FUSION_CHOICE_MIN_TASKS = 50
 # fusion="mixed": member k uses MIXED_FUSIONS[k % 2]. The two err in different places (attention on
-# look-alikes, mean pooling where a few spoken words decide), which averaging evens out on random
-# labels but not yet on active learning's (BENCHMARKS.md, "Members of both fusions").
+# look-alikes, mean pooling where a few spoken words decide), which averaging evens out in macro-F1;
+# but a mean-pooling member that cannot rank a rare label drags its positives down, worst on labels
+# as rich in it as active learning's (BENCHMARKS.md, "Members of both fusions").
 MIXED_FUSIONS = ("attention", "mean")
 
 
