@@ -46,8 +46,9 @@ def scores(ds, rows: list[int], test: list[int], seed: int, encoders, settings, 
 
 def hunted_rows(ds, pool: list[int], target: tuple[str, str]) -> set[int]:
     """The pool rows that carry the hunted label."""
-    control = [c.name for c in ds.config.controls].index(target[0])
-    return {i for i in pool if ds.labels[i][control] and target[1] in ds.labels[i][control]}
+    from backend.ranking.seeds import is_target_positive
+
+    return {i for i in pool if is_target_positive(ds.config, ds.labels[i], {target})}
 
 
 def main(argv: list[str] | None = None) -> None:
