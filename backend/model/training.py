@@ -154,7 +154,8 @@ def train(
         settled[cfg.fusion], members = cfg, [model]
     mixed = settings.fusion == "mixed"
     fusions = MIXED_FUSIONS if mixed else (cfg.fusion,)
-    for k in range(len(members), max(2, settings.train_members) if mixed else settings.train_members):
+    count = max(2, settings.train_members) if mixed else settings.train_members
+    for k in range(len(members), count):
         fusion, s = fusions[k % len(fusions)], settings.model_copy(update={"seed": settings.seed + k})
         if fusion in settled:
             members.append(_fit(settled[fusion], batch, ys, has, s))
