@@ -188,6 +188,13 @@ def enriched_subset(pool: list[int], positive: set[int], n: int, share: float, s
     return chosen + [neg[i] for i in rng.choice(len(neg), size=min(n - k, len(neg)), replace=False)]
 
 
+def hunted_rows(ds: Any, pool: list[int], target: tuple[str, str]) -> set[int]:
+    """The pool rows that carry the hunted label."""
+    from backend.ranking.seeds import is_target_positive
+
+    return {i for i in pool if is_target_positive(ds.config, ds.labels[i], {target})}
+
+
 def encoded_demo(manifest: Path | None, quick: bool = False) -> tuple[Path, Any, Any, Any, list[int], list[int]]:
     """(manifest, settings, encoders, dataset, pool rows, test rows) of a labelled manifest, encoded
     through the backend's cache; by default a 480-item demo set under /tmp. `quick`: by default the

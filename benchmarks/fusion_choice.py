@@ -3,10 +3,14 @@ fusion_suite.py trains on (same sizes and seeds), the held-out fit of attention 
 as training weighs them (`fusion_fits`), and the choice. With `--scores`, fusion_suite.py's JSON of
 both arms on the same subsets: the auto arm's test scores are the chosen arm's (auto trains exactly
 the model that fusion trains; tests/unit/test_model.py holds it), and a choice is right when the
-chosen arm's macro-F1 (mean over controls) is the higher.
+chosen arm's macro-F1 (mean over controls) is the higher. The fits are kept per head (`--fits`, one
+JSON line per subset, reused when there): "per head, within D" is each head choosing on its own
+fits, both fusions (the `mixed` arm's scores, which `--scores` must then hold) where they differ by D
+or less; its test scores are, per head, those of the arm it picks.
 
     ./dev run python benchmarks/fusion_choice.py --manifest suite2/podcast/manifest.jsonl \\
-        --labels 100 200 300 --seeds 0 1 2 --scores fusion-podcast-members3.json
+        --labels 100 200 300 --seeds 0 1 2 --fits choice-fits.jsonl \\
+        --scores fusion-podcast-members3.json fusion-podcast-mixed-members3.json
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, random_subset, training_footer
+from common import encoded_demo, enriched_subset, ensure_malloc_env, hunted_rows, out, random_subset, training_footer
 
 FUSIONS = ("attention", "mean")
 TAGS = {"look-alikes": ("lookalike", "payment_lookalike"), "audio-decided": ("audio_only", "audio_sensitive")}
+KEYS = ("macro-F1", *TAGS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,55 +34,119 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--manifest", type=Path, help="default: the 480-item demo set (--quick: 16 items)")
     p.add_argument("--labels", type=int, nargs="+", help="subset sizes (default 100 200; --quick: 8)")
     p.add_argument("--seeds", type=int, nargs="+", help="default 0-2 (--quick: 0)")
-    p.add_argument("--scores", type=Path, help="the JSON file fusion_suite.py wrote for the attention and mean arms")
+    p.add_argument("--scores", type=Path, nargs="+", help="fusion_suite.py JSON: attention, mean (mixed)")
+    p.add_argument("--positives", type=float, help="share of each subset drawn from the hunted label's items")
+    p.add_argument("--fits", type=Path, help="JSON lines of per-head fits: read where present, appended to")
+    p.add_argument("--within", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05], help="per-head closeness D")
     p.add_argument("--quick", action="store_true", help="a 16-item demo set, one seed, a few steps per training")
     args = p.parse_args(argv)
-    from backend.model.training import fusion_fits, kept_fusion
+    from backend.model.training import fusion_fits, head_fusions
 
     labels = args.labels or ([8] if args.quick else [100, 200])
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     started, load = time.time(), os.getloadavg()
     manifest, settings, encoders, ds, pool, _ = encoded_demo(args.manifest, args.quick)
+    from backend.lab.simulate import resolve_targets
+
+    target = resolve_targets(ds, "")[0]
+    hunted = hunted_rows(ds, pool, target)
+    name, known = manifest.parent.name, _known_fits(args.fits, args.positives)
     choices = []
-    out("| labels | seed | held-out fit, attention | mean pooling | kept |")
-    out("|---:|---:|---:|---:|---|")
+    out("| labels | seed | held-out fit per head, attention | mean pooling | one for all | per head |")
+    out("|---:|---:|---|---|---|---|")
     for n in labels:
         for seed in seeds:
-            rows = random_subset(pool, n, seed)
-            s = settings.model_copy(update={"seed": seed})
-            fits = fusion_fits([ds.features[i] for i in rows], [ds.labels[i] for i in rows], ds.config, encoders, s)
-            kept = kept_fusion(fits)
-            choices.append((n, seed, kept))
-            out(f"| {n} | {seed} | {fits['attention']:.3f} | {fits['mean']:.3f} | {kept} |")
+            fits = known.get((name, n, seed))
+            if fits is None:
+                if args.positives is None:
+                    rows = random_subset(pool, n, seed)
+                else:
+                    rows = enriched_subset(pool, hunted, n, args.positives, seed)
+                s = settings.model_copy(update={"seed": seed})
+                fits = fusion_fits([ds.features[i] for i in rows], [ds.labels[i] for i in rows], ds.config, encoders, s)
+                if args.fits:
+                    with args.fits.open("a") as f:
+                        row = {"set": name, "labels": n, "seed": seed, "positives": args.positives, "fits": fits}
+                        f.write(json.dumps(row) + "\n")
+            choices.append((n, seed, fits))
+            cells = [" ".join(f"{x:.3f}" for x in fits[f]) for f in FUSIONS]
+            out(f"| {n} | {seed} | {cells[0]} | {cells[1]} | {whole_model(fits)} | {' '.join(head_fusions(fits))} |")
     if args.scores:
-        report(choices, json.loads(args.scores.read_text()), manifest.parent.name)
+        results = [r for path in args.scores for r in json.loads(path.read_text())]
+        heads = [c.name for c in ds.config.controls]
+        report(choices, results, name, heads, ":".join(target), args.within)
     training_footer(seeds, manifest, started, load)
 
 
-def report(choices: list[tuple[int, int, str]], results: list[dict], name: str) -> None:
-    """Per size: the test scores of attention, mean pooling and auto, mean (worst seed), and the right choices."""
-    scores = {(r["labels"], r["arm"], r["seed"]): _scores(r) for r in results if r["set"] == name}
+def _known_fits(path: Path | None, positives: float | None) -> dict[tuple[str, int, int], dict[str, list[float]]]:
+    if path is None or not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["set"], r["labels"], r["seed"]): r["fits"] for r in rows if r.get("positives") == positives}
+
+
+def whole_model(fits: dict[str, list[float]]) -> str:
+    """The earlier rule, kept for comparison: one fusion for every head, the better mean fit."""
+    return "attention" if np.mean(fits["attention"]) >= np.mean(fits["mean"]) else "mean"
+
+
+def report(
+    choices: list[tuple[int, int, dict]],
+    results: list[dict],
+    name: str,
+    heads: list[str],
+    target: str,
+    within: list[float],
+) -> None:
+    """Per size: the test scores of each arm and of the choices, mean (worst seed), and, for a whole-model
+    choice, how often it kept the arm with the higher macro-F1."""
+    from backend.model.training import head_fusions
+
+    scores = {(r["labels"], r["arm"], r["seed"]): _head_scores(r, target) for r in results if r["set"] == name}
+    arms = [a for a in ("attention", "mean", "mixed") if any(k[1] == a for k in scores)]
     out()
-    out("| labels | arm | macro-F1 | on look-alikes | on audio-decided items | right choices |")
-    out("|---:|---|---|---|---|---|")
+    out(f"| labels | arm | macro-F1 | on look-alikes | on audio-decided | recall@80%P, {target} | right choices |")
+    out("|---:|---|---|---|---|---|---|")
     for n in sorted({c[0] for c in choices}):
-        picked = {seed: kept for m, seed, kept in choices if m == n}
-        arms = {f: [scores[(n, f, seed)] for seed in picked] for f in FUSIONS}
-        arms["auto"] = [scores[(n, kept, seed)] for seed, kept in picked.items()]
-        right = sum(scores[(n, k, seed)]["macro-F1"] >= max(scores[(n, f, seed)]["macro-F1"] for f in FUSIONS)
-                    for seed, k in picked.items())  # fmt: skip
-        for arm, runs in arms.items():
-            cells = [_stat([r[k] for r in runs]) for k in ("macro-F1", *TAGS)]
-            cells.append(f"{right} of {len(picked)}" if arm == "auto" else "")
+        runs = [(seed, fits) for m, seed, fits in choices if m == n]
+        rows = {a: [_combine(scores[(n, a, seed)], [a] * len(heads), heads, target) for seed, _ in runs] for a in arms}
+        rows["one for all"] = [_combine(scores[(n, whole_model(f), seed)], None, heads, target) for seed, f in runs]
+        for d in within if "mixed" in arms else []:
+            picks = [head_fusions(f, d) for _, f in runs]
+            rows[f"per head, within {d:g}"] = [
+                _combine({a: scores[(n, a, seed)][a] for a in set(p)}, p, heads, target)
+                for (seed, _), p in zip(runs, picks, strict=True)
+            ]
+        best = [max(rows[f][i]["macro-F1"] for f in FUSIONS) for i in range(len(runs))]
+        for arm, values in rows.items():
+            cells = [_stat([r[k] for r in values]) for k in (*KEYS, "recall")]
+            right = sum(v["macro-F1"] >= b for v, b in zip(values, best, strict=True)) if arm == "one for all" else None
+            cells.append("" if right is None else f"{right} of {len(runs)}")
             out(f"| {n} | {arm} | " + " | ".join(cells) + " |")
 
 
-def _scores(result: dict) -> dict[str, float | None]:
-    scores = {"macro-F1": float(np.mean(list(result["macro_f1"].values())))}
-    for name, tags in TAGS.items():
+def _head_scores(result: dict, target: str) -> dict[str, dict]:
+    """{arm: {"macro-F1" and each tag: per-head macro-F1 or None; "recall": the hunted label's}}."""
+    scores: dict = {"macro-F1": result["macro_f1"], "recall": result["recall_at_80p"][target]}
+    for tag_name, tags in TAGS.items():
         found = [result["subsets"][t] for t in tags if t in result["subsets"]]
-        scores[name] = float(np.mean(list(found[0]["macro_f1"].values()))) if found else None
-    return scores
+        scores[tag_name] = found[0]["macro_f1"] if found else None
+    return {result["arm"]: scores}
+
+
+def _combine(by_arm: dict, picks: list[str] | None, heads: list[str], target: str) -> dict[str, float | None]:
+    """Mean over heads of each head's score in the arm it picks (`None`: the only arm given), and the
+    hunted label's recall in the arm its head picks."""
+    picks = picks or [next(iter(by_arm))] * len(heads)
+    out: dict[str, float | None] = {}
+    for key in KEYS:
+        per = [by_arm[a][key] for a in picks]
+        if all(p is not None for p in per):
+            out[key] = float(np.mean([p[h] for p, h in zip(per, heads, strict=True)]))
+        else:
+            out[key] = None
+    out["recall"] = by_arm[picks[heads.index(target.split(":")[0])]]["recall"]
+    return out
 
 
 def _stat(values: list[float | None]) -> str:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, enriched_subset, ensure_malloc_env, out, random_subset, training_footer
+from common import encoded_demo, enriched_subset, ensure_malloc_env, hunted_rows, out, random_subset, training_footer
 
 # per-tag macro-F1, where a manifest has them
 TAGS = ("lookalike", "payment_lookalike", "audio_only", "audio_sensitive")
@@ -42,13 +42,6 @@ def scores(ds, rows: list[int], test: list[int], seed: int, encoders, settings, 
             for m in model.members
         ]
     return q
-
-
-def hunted_rows(ds, pool: list[int], target: tuple[str, str]) -> set[int]:
-    """The pool rows that carry the hunted label."""
-    from backend.ranking.seeds import is_target_positive
-
-    return {i for i in pool if is_target_positive(ds.config, ds.labels[i], {target})}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -104,7 +104,7 @@ def status(args: argparse.Namespace, settings: Settings) -> None:
             _say(f"  failed {job.id}:")
             for line in textwrap.wrap(reason[0], width=100):  # the whole reason, Label Studio's words included
                 _say(f"    {line}")
-    rows = [("project", "model version", "trained on", "tasks ranked", "last sync", "in the queue")]
+    rows = [("project", "model version", "trained on", "fusion", "tasks ranked", "last sync", "in the queue")]
     work = _queued_work(q)
     # Every project broaden has seen: synced, connected, with work queued, or with nothing but failed
     # jobs (job ids name their project).
@@ -117,11 +117,19 @@ def status(args: argparse.Namespace, settings: Settings) -> None:
         last = json.loads(ProjectMirror(r, project).get(Value.LAST_SYNC) or "{}")
         info = ProjectState(r, project).model_info()
         ago = f"{time.time() - last['finished_at']:.0f} s ago" if "finished_at" in last else "never"
-        rows.append((str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)),
+        rows.append((str(project), last.get("model_version", "-"), str(info.get("trained_on", 0)), _fusion(info),
                      str(last.get("ranked", 0)), ago, work.get(project, "")))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fusion(info: dict[str, Any]) -> str:
+    """The model's fusion, or each head's where they differ (BROADEN_FUSION=auto)."""
+    heads = info.get("head_fusions") or {}
+    if len(set(heads.values())) > 1:
+        return ", ".join(f"{head} {fusion}" for head, fusion in heads.items())
+    return info.get("fusion", "-")
 
 
 def _queued_work(q: Any) -> dict[int, str]:

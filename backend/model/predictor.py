@@ -201,7 +201,9 @@ class Predictor:
         if not keep:
             return FitResult(None, skipped=len(feats.errors), reason="no encodable labelled tasks")
         trained = train([f for f, _ in keep], [lab for _, lab in keep], config, self.encoders, self.settings)
-        info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": trained.model.fusion}
+        model = trained.model
+        info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": model.fusion,
+                "head_fusions": model.head_fusions}  # fmt: skip
         ProjectState(self.r, project).set_model(trained.version, to_bytes(trained.model), info)
         self._remember(trained.version, trained.model)
         return FitResult(trained.version, trained_on=trained.n_train, skipped=len(feats.errors))

@@ -48,6 +48,9 @@ class FusionConfig:
     audio_free: list[bool] = field(default_factory=list)
     # Per head: the objects it reads, None for all (relevance.py, set by training).
     head_objects: list[list[str] | None] = field(default_factory=list)
+    # Per head: whether this member's probabilities count in an ensemble (fusion="auto" picks a fusion
+    # per head, training.py); empty: every head counts.
+    head_votes: list[bool] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)  # free-form provenance (encoder ids)
 
 
@@ -147,6 +150,10 @@ class VLMAE(nn.Module):
         return self.cfg.fusion
 
     @property
+    def head_fusions(self) -> dict[str, str]:
+        return {name: self.cfg.fusion for name, _, _ in self.cfg.heads}
+
+    @property
     def dim(self) -> int:
         """Width of `space`'s output."""
         return self.cfg.d_model * len(self._space_views)
@@ -232,9 +239,10 @@ class VLMAE(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """VLMAE models trained from different seeds (with fusion="mixed", also with different fusions),
-    used as one: their probabilities are averaged, and the latent space is their embeddings side by
-    side (each ends in a LayerNorm, so the cosine of two tasks is close to the members' mean cosine)."""
+    """VLMAE models trained from different seeds (with fusion="mixed" or "auto", also with different
+    fusions), used as one: per head, the probabilities of the members that vote for it are averaged,
+    and the latent space is their embeddings side by side (each ends in a LayerNorm, so the cosine of
+    two tasks is close to the members' mean cosine)."""
 
     def __init__(self, members: list[VLMAE]) -> None:
         super().__init__()
@@ -245,6 +253,15 @@ class Ensemble(nn.Module):
     def fusion(self) -> str:
         fusions = {m.cfg.fusion for m in self.members}
         return fusions.pop() if len(fusions) == 1 else "mixed"
+
+    @property
+    def head_fusions(self) -> dict[str, str]:
+        """Per head: the fusion of the members voting for it ("mixed" if they differ)."""
+        out = {}
+        for h, (name, _, _) in enumerate(self.cfg.heads):
+            fusions = {m.cfg.fusion for m in self.members if _votes(m, h)}
+            out[name] = fusions.pop() if len(fusions) == 1 else "mixed"
+        return out
 
     @property
     def dim(self) -> int:
@@ -265,7 +282,8 @@ class Ensemble(nn.Module):
         chunks = z.split(self.cfg.d_model, -1)
         each = [m.probabilities(m.logits(batch, zm)) for m, zm in zip(self.members, chunks, strict=True)]
         out = []
-        for probs, (_, _, multiple) in zip(zip(*each, strict=True), self.cfg.heads, strict=True):
+        for h, (_, _, multiple) in enumerate(self.cfg.heads):
+            probs = [p[h] for m, p in zip(self.members, each, strict=True) if _votes(m, h)]
             p = torch.stack(probs).mean(0).clamp(1e-7, 1 - 1e-7)
             out.append(torch.logit(p) if multiple else p.log())  # softmax(log p) = p, as p sums to 1
         return out
@@ -275,6 +293,10 @@ class Ensemble(nn.Module):
 
 
 Model = VLMAE | Ensemble  # what training returns and the predictor serves
+
+
+def _votes(member: VLMAE, head: int) -> bool:
+    return not member.cfg.head_votes or member.cfg.head_votes[head]
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

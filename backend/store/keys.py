@@ -42,7 +42,7 @@ class Value(StrEnum):
     CONFIG = "config"  # the label config XML
     MODEL = "model"  # trained weights
     MODEL_VERSION = "model_version"
-    MODEL_INFO = "model_info"  # JSON: fingerprint, trained_on, fusion
+    MODEL_INFO = "model_info"  # JSON: fingerprint, trained_on, fusion, head_fusions
     FINGERPRINT = "fingerprint"  # of the label config the mirror was built for
     TRAINED_DIGEST = "trained_digest"  # of the labels the current model was trained on
     OUTBOX_VERSION = "outbox_version"  # model version of the predictions in the outbox

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,3 +205,20 @@ def test_status_shows_each_projects_work_in_the_queue(r, redis_url, monkeypatch,
     cli.main(["status"])
     (row,) = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["4"]]
     assert row.endswith("encode 3 queued, sync 1 waiting")  # a project with only queued work is listed
+
+
+def test_status_names_the_fusion_each_head_reads_where_they_differ(r, redis_url, monkeypatch, capsys):
+    from backend.store.state import ProjectState
+    from broaden import cli
+
+    heads = {"category": "mixed", "policy": "attention", "usage": "mean"}
+    ProjectState(r, 5).set_model("v5", b"-", {"trained_on": 120, "fusion": "mixed", "head_fusions": heads})
+    ProjectState(r, 6).set_model("v6", b"-", {"trained_on": 80, "fusion": "mean", "head_fusions": {"a": "mean"}})
+    for project in (5, 6):
+        producer.encode(r, project, [1])  # queued work: listed
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cli.main(["status"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line[0]: re.split(r"\s{2,}", line) for line in lines if line[:1] in ("5", "6")}  # cells
+    assert rows["5"][2:4] == ["120", "category mixed, policy attention, usage mean"]
+    assert rows["6"][2:4] == ["80", "mean"]

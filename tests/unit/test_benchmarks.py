@@ -208,21 +208,27 @@ def test_fusion_suite_objects_leaves_the_model_only_those(quick_env: Path, monke
     assert seen == {"caption", "voiceover.speech"}
 
 
-def test_fusion_choice_scores_auto_as_the_arm_it_kept(benchmarks: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The auto row is the kept arm's scores seed by seed; a choice is right when its arm's macro-F1
-    is the higher."""
+def test_fusion_choice_scores_each_choice_as_the_arms_it_picks(
+    benchmarks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fusion for all heads scores as the kept arm; per head, each head (and the hunted label's
+    recall) as the arm that head picks, `mixed` where its fits are close."""
     import fusion_choice
 
-    def result(arm: str, seed: int, f1: float) -> dict:
-        return {"set": "s", "labels": 100, "arm": arm, "seed": seed, "macro_f1": {"c": f1},
-                "subsets": {"lookalike": {"macro_f1": {"c": f1 / 2}}}}  # fmt: skip
+    def result(arm: str, c: float, d: float, recall: float) -> dict:
+        alike = {"lookalike": {"macro_f1": {"c": c / 2, "d": d / 2}}}
+        return {"set": "s", "labels": 100, "arm": arm, "seed": 0, "macro_f1": {"c": c, "d": d},
+                "recall_at_80p": {"d:X": recall}, "subsets": alike}  # fmt: skip
 
-    results = [result("attention", 0, 0.8), result("mean", 0, 0.6), result("attention", 1, 0.5), result("mean", 1, 0.7)]
+    results = [result("attention", 0.8, 0.4, 0.3), result("mean", 0.6, 0.6, 0.1), result("mixed", 0.7, 0.5, 0.2)]
+    fits = {"attention": [0.9, 0.5], "mean": [0.7, 0.6]}  # attention on the whole; per head, one each
     lines: list[str] = []
     monkeypatch.setattr(fusion_choice, "out", lambda line="": lines.append(line))
-    fusion_choice.report([(100, 0, "attention"), (100, 1, "attention")], results, "s")
-    auto = next(line for line in lines if "| auto |" in line)
-    assert auto == "| 100 | auto | 0.650 (0.500) | 0.325 (0.250) | – | 1 of 2 |"
+    fusion_choice.report([(100, 0, fits)], results, "s", ["c", "d"], "d:X", [0.0, 0.25])
+    rows = {line.split(" | ")[1]: line.split(" | ")[2:] for line in lines if line.startswith("| 100 |")}
+    assert rows["one for all"] == ["0.600 (0.600)", "0.300 (0.300)", "–", "0.300 (0.300)", "1 of 1 |"]
+    assert rows["per head, within 0"] == ["0.700 (0.700)", "0.350 (0.350)", "–", "0.100 (0.100)", " |"]
+    assert rows["per head, within 0.25"] == ["0.600 (0.600)", "0.300 (0.300)", "–", "0.200 (0.200)", " |"]
 
 
 def test_enriched_subset_draws_the_share_asked_for(benchmarks: None) -> None:
@@ -247,9 +253,11 @@ def test_fusion_suite_positives_enriches_subsets_and_scores_each_member(
     scores = fusion_suite.scores
 
     def recording(ds, rows, *args, **kwargs):
+        from common import hunted_rows
+
         from backend.lab.simulate import resolve_targets
 
-        hunted = fusion_suite.hunted_rows(ds, rows, resolve_targets(ds, "")[0])
+        hunted = hunted_rows(ds, rows, resolve_targets(ds, "")[0])
         drawn.append(len(hunted) / len(rows))
         return scores(ds, rows, *args, **kwargs)
 

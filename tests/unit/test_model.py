@@ -336,27 +336,60 @@ def _demo_config_tasks(encoders, n: int = 60):
     return config, feats, labels
 
 
-def test_auto_fusion_trains_the_fusion_whose_held_out_fit_is_better(encoders, caplog):
-    """With enough labels, "auto" weighs attention against mean pooling on held-out tasks and returns
-    exactly the model that fusion trains (its name in the version); with few, attention untried."""
+def test_auto_fusion_weighs_both_fusions_per_head_on_held_out_tasks(encoders, caplog):
+    """With enough labels, "auto" weighs attention against mean pooling per head on held-out tasks and
+    logs it; where every head picks one fusion it returns exactly the model that fusion trains (its
+    name in the version); with few labels, attention untried."""
     config, feats, labels = _demo_config_tasks(encoders)
     auto = Settings(fusion="auto", train_members=1, train_max_steps=20, train_audio_free_heads=False)
     with caplog.at_level("INFO", logger="backend.model.training"):
         trained = training.train(feats, labels, config, encoders, auto)
     fits = training.fusion_fits(feats, labels, config, encoders, auto)
-    assert f"{fits['attention']:.3f} with attention, {fits['mean']:.3f} with mean pooling" in caplog.text
-    chosen = "attention" if fits["attention"] >= fits["mean"] else "mean"
-    assert trained.model.cfg.fusion == chosen and trained.version.startswith(f"vlmae-{chosen}-")
-    direct = training.train(feats, labels, config, encoders, auto.model_copy(update={"fusion": chosen}))
-    assert trained.version == direct.version  # the very model that fusion trains
+    picks = training.head_fusions(fits)
+    for c, pick, a, m in zip(config.controls, picks, fits["attention"], fits["mean"], strict=True):
+        assert f"head {c.name}: held-out fit {a:.3f} with attention, {m:.3f} with mean pooling: {pick}" in caplog.text
     cfg = training.fusion_config(config, encoders, "mean")
     batch = collate(feats, cfg)
     ys, has = training._targets(labels, cfg, config)
-    mean_fit = training.held_out_fit(cfg, batch, ys, has, auto)  # with no head freed: the plain fit
-    assert fits["mean"] == pytest.approx(sum(mean_fit) / len(mean_fit))
+    assert fits["mean"] == pytest.approx(training.held_out_fit(cfg, batch, ys, has, auto))  # no head freed
+    if len(set(picks)) == 1 and picks[0] != "mixed":
+        direct = training.train(feats, labels, config, encoders, auto.model_copy(update={"fusion": picks[0]}))
+        assert trained.version == direct.version and trained.version.startswith(f"vlmae-{picks[0]}-")
+    else:
+        assert list(trained.model.head_fusions.values()) == picks
     caplog.clear()
     few = training.train(feats[:40], labels[:40], config, encoders, auto)
     assert few.model.cfg.fusion == "attention" and "held-out fit" not in caplog.text
+
+
+def test_head_fusions_pick_the_better_fit_per_head_and_both_when_close():
+    fits = {"attention": [0.80, 0.50, 0.600, 0.7], "mean": [0.70, 0.60, 0.605, 0.7]}
+    assert training.head_fusions(fits, within=0.01) == ["attention", "mean", "mixed", "mixed"]
+    assert training.head_fusions(fits, within=0.0) == ["attention", "mean", "mean", "mixed"]
+
+
+def test_auto_fusion_trains_each_fusion_its_heads_read_and_each_head_averages_its_own(encoders, monkeypatch):
+    """Heads that pick different fusions: `train_members` models of each fusion, each voting only
+    for the heads that read its fusion (both where a head is "mixed"); the votes survive saving."""
+    config, feats, labels = _demo_config_tasks(encoders)
+    auto = Settings(fusion="auto", train_members=2, train_max_steps=20, train_audio_free_heads=False)
+    monkeypatch.setattr(training, "head_fusions", lambda fits: ["mean", "attention"])
+    trained = training.train(feats, labels, config, encoders, auto).model
+    assert [m.cfg.fusion for m in trained.members] == ["attention", "attention", "mean", "mean"]
+    assert [m.cfg.head_votes for m in trained.members] == [[False, True]] * 2 + [[True, False]] * 2
+    assert trained.head_fusions == {c.name: f for c, f in zip(config.controls, ["mean", "attention"], strict=True)}
+    batch = collate(feats[:5], trained.cfg)
+    again = from_bytes(to_bytes(trained))
+    with torch.inference_mode():
+        each = [m.probabilities(m(batch)) for m in trained.members]
+        probs = trained.probabilities(trained(batch))
+        assert torch.allclose(probs[0], (each[2][0] + each[3][0]) / 2, atol=1e-6)
+        assert torch.allclose(probs[1], (each[0][1] + each[1][1]) / 2, atol=1e-6)
+        assert torch.allclose(again.probabilities(again(batch))[0], probs[0])
+    monkeypatch.setattr(training, "head_fusions", lambda fits: ["mixed", "attention"])
+    both = training.train(feats, labels, config, encoders, auto).model
+    assert [m.cfg.head_votes for m in both.members] == [[True, True]] * 2 + [[True, False]] * 2
+    assert list(both.head_fusions.values()) == ["mixed", "attention"]
 
 
 def test_mixed_fusion_alternates_attention_and_mean_pooling_members(encoders):
