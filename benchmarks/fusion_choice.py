@@ -1,12 +1,11 @@
-"""Which fusion `BROADEN_FUSION=auto` keeps, and whether the test split agrees. On the random subsets
-fusion_suite.py trains on (same sizes and seeds), the held-out fit of attention and of mean pooling
-as training weighs them (`fusion_fits`), and the choice. With `--scores`, fusion_suite.py's JSON of
-both arms on the same subsets: the auto arm's test scores are the chosen arm's (auto trains exactly
-the model that fusion trains; tests/unit/test_model.py holds it), and a choice is right when the
-chosen arm's macro-F1 (mean over controls) is the higher. The fits are kept per head (`--fits`, one
-JSON line per subset, reused when there): "per head, within D" is each head choosing on its own
-fits, both fusions (the `mixed` arm's scores, which `--scores` must then hold) where they differ by D
-or less; its test scores are, per head, those of the arm it picks.
+"""Which fusion `BROADEN_FUSION=auto` gives each head, and whether the test split agrees. On the
+random subsets fusion_suite.py trains on (same sizes and seeds; `--positives` as there), each head's
+held-out fit with attention and with mean pooling as training weighs them (`fusion_fits`), kept in
+`--fits` (one JSON line per subset, reused when there). With `--scores`, fusion_suite.py's JSON of
+the attention, mean and mixed arms on the same subsets: "per head, within D" scores each head (and
+the hunted label's recall) as the arm it picks, `mixed` where its two fits differ by D or less;
+"one for all" is the earlier rule (the better mean fit over heads, every head on it), right when its
+arm's macro-F1 (mean over controls) is the higher of attention's and mean pooling's.
 
     ./dev run python benchmarks/fusion_choice.py --manifest suite2/podcast/manifest.jsonl \\
         --labels 100 200 300 --seeds 0 1 2 --fits choice-fits.jsonl \\
@@ -109,14 +108,15 @@ def report(
     out("|---:|---|---|---|---|---|---|")
     for n in sorted({c[0] for c in choices}):
         runs = [(seed, fits) for m, seed, fits in choices if m == n]
-        rows = {a: [_combine(scores[(n, a, seed)], [a] * len(heads), heads, target) for seed, _ in runs] for a in arms}
-        rows["one for all"] = [_combine(scores[(n, whole_model(f), seed)], None, heads, target) for seed, f in runs]
+        picks = {a: [[a] * len(heads)] * len(runs) for a in arms}
+        picks["one for all"] = [[whole_model(f)] * len(heads) for _, f in runs]
         for d in within if "mixed" in arms else []:
-            picks = [head_fusions(f, d) for _, f in runs]
-            rows[f"per head, within {d:g}"] = [
-                _combine({a: scores[(n, a, seed)][a] for a in set(p)}, p, heads, target)
-                for (seed, _), p in zip(runs, picks, strict=True)
-            ]
+            picks[f"per head, within {d:g}"] = [head_fusions(f, d) for _, f in runs]
+        seeds = [seed for seed, _ in runs]
+        rows = {
+            arm: [_combine({a: scores[(n, a, s)] for a in p}, p, heads, target) for s, p in zip(seeds, ps, strict=True)]
+            for arm, ps in picks.items()
+        }
         best = [max(rows[f][i]["macro-F1"] for f in FUSIONS) for i in range(len(runs))]
         for arm, values in rows.items():
             cells = [_stat([r[k] for r in values]) for k in (*KEYS, "recall")]
@@ -125,19 +125,18 @@ def report(
             out(f"| {n} | {arm} | " + " | ".join(cells) + " |")
 
 
-def _head_scores(result: dict, target: str) -> dict[str, dict]:
-    """{arm: {"macro-F1" and each tag: per-head macro-F1 or None; "recall": the hunted label's}}."""
+def _head_scores(result: dict, target: str) -> dict:
+    """{"macro-F1" and each tag: per-head macro-F1 or None; "recall": the hunted label's}."""
     scores: dict = {"macro-F1": result["macro_f1"], "recall": result["recall_at_80p"][target]}
     for tag_name, tags in TAGS.items():
         found = [result["subsets"][t] for t in tags if t in result["subsets"]]
         scores[tag_name] = found[0]["macro_f1"] if found else None
-    return {result["arm"]: scores}
+    return scores
 
 
-def _combine(by_arm: dict, picks: list[str] | None, heads: list[str], target: str) -> dict[str, float | None]:
-    """Mean over heads of each head's score in the arm it picks (`None`: the only arm given), and the
-    hunted label's recall in the arm its head picks."""
-    picks = picks or [next(iter(by_arm))] * len(heads)
+def _combine(by_arm: dict, picks: list[str], heads: list[str], target: str) -> dict[str, float | None]:
+    """Mean over heads of each head's score in the arm it picks, and the hunted label's recall in the
+    arm its head picks."""
     out: dict[str, float | None] = {}
     for key in KEYS:
         per = [by_arm[a][key] for a in picks]
