@@ -204,8 +204,8 @@ class Predictor:
         model = trained.model
         info = {"fingerprint": config.fingerprint, "trained_on": trained.n_train, "fusion": model.fusion,
                 "head_fusions": model.head_fusions}  # fmt: skip
-        ProjectState(self.r, project).set_model(trained.version, to_bytes(trained.model), info)
-        self._remember(trained.version, trained.model)
+        ProjectState(self.r, project).set_model(trained.version, to_bytes(model), info)
+        self._remember(trained.version, model)
         return FitResult(trained.version, trained_on=trained.n_train, skipped=len(feats.errors))
 
     # -- internals

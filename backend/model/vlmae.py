@@ -251,17 +251,15 @@ class Ensemble(nn.Module):
 
     @property
     def fusion(self) -> str:
-        fusions = {m.cfg.fusion for m in self.members}
-        return fusions.pop() if len(fusions) == 1 else "mixed"
+        return _one_or_mixed({m.cfg.fusion for m in self.members})
 
     @property
     def head_fusions(self) -> dict[str, str]:
         """Per head: the fusion of the members voting for it ("mixed" if they differ)."""
-        out = {}
-        for h, (name, _, _) in enumerate(self.cfg.heads):
-            fusions = {m.cfg.fusion for m in self.members if _votes(m, h)}
-            out[name] = fusions.pop() if len(fusions) == 1 else "mixed"
-        return out
+        return {
+            name: _one_or_mixed({m.cfg.fusion for m in self.members if _votes(m, h)})
+            for h, (name, _, _) in enumerate(self.cfg.heads)
+        }
 
     @property
     def dim(self) -> int:
@@ -293,6 +291,10 @@ class Ensemble(nn.Module):
 
 
 Model = VLMAE | Ensemble  # what training returns and the predictor serves
+
+
+def _one_or_mixed(fusions: set[str]) -> str:
+    return fusions.pop() if len(fusions) == 1 else "mixed"
 
 
 def _votes(member: VLMAE, head: int) -> bool:
