@@ -2,7 +2,8 @@
 trained from several seeds does to it (`BROADEN_TRAIN_MEMBERS`). Per labelled manifest and subset
 size: random pool subsets (one per subset seed), each trained from several seeds and scored on the
 test split; then the `Ensemble` of the first m of those models. Recall@80%P and average precision
-of the hunted label (the pool's rarest, as `broaden simulate` picks it).
+of the hunted label (the pool's rarest, as `broaden simulate` picks it). `--positives 0.3`: subsets
+with that share of the hunted label, as rich in it as active learning's labels.
 
     ./dev run python benchmarks/training_seeds.py --manifests suite2/market/manifest.jsonl \\
         --labels 200 --subsets 0 1 2 --inits 0 1 2 3 4 --members 3 5 --json training_seeds.json
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, ensure_malloc_env, out, training_footer
+from common import encoded_demo, enriched_subset, ensure_malloc_env, hunted_rows, out, training_footer
 
 
 def trained(ds, rows: list[int], inits: list[int], encoders, settings) -> list:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--subsets", type=int, nargs="+", help="one random subset per seed (default 0 1 2)")
     p.add_argument("--inits", type=int, nargs="+", help="training seeds (default 0-4; --quick: 0 1)")
     p.add_argument("--members", type=int, nargs="+", help="ensemble sizes, the first m inits (default 3 5)")
+    p.add_argument("--positives", type=float, help="share of each subset drawn from the hunted label's items")
     p.add_argument("--json", type=Path, help="also write every score here")
     p.add_argument("--quick", action="store_true", help="a 16-item demo set, a few steps per training")
     args = p.parse_args(argv)
@@ -63,9 +65,14 @@ def main(argv: list[str] | None = None) -> None:
         from backend.model.vlmae import Ensemble
 
         target = resolve_targets(ds, "")[0]
+        hunted = hunted_rows(ds, pool, target)
         for n, sub in ((n, sub) for n in labels for sub in subsets):
-            chosen = np.random.default_rng(sub).choice(len(pool), size=min(n, len(pool)), replace=False)
-            models = trained(ds, [pool[i] for i in chosen], inits, encoders, settings)
+            if args.positives is None:
+                chosen = np.random.default_rng(sub).choice(len(pool), size=min(n, len(pool)), replace=False)
+                rows = [pool[i] for i in chosen]
+            else:
+                rows = enriched_subset(pool, hunted, n, args.positives, sub)
+            models = trained(ds, rows, inits, encoders, settings)
             row = {"set": manifest.parent.name, "labels": n, "subset": sub}
             row["single"] = [quality(ds, m, test, target) for m in models]
             row["ensembles"] = {m: quality(ds, Ensemble(models[:m]).eval(), test, target) for m in members}
