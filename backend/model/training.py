@@ -53,9 +53,10 @@ SAME_WORDING_COS = 0.95
 # fusion="auto": with this many labelled tasks or more (our choice, not tuned), attention and mean
 # pooling are each set up as above and each head reads the one with the better held-out fit, or both
 # where their fits differ by HEAD_FUSION_WITHIN or less (0.01: of 0 to 0.05, best on meters, level on
-# market); below it, attention. Not the default: it gives up attention's lead where the audio decides
-# when mean pooling fits held-out folds better, and no fold of the pool shows the new wordings of a
-# test split (BENCHMARKS.md, "Fusion chosen per project").
+# market); below it, attention. Not the default: no fold of the pool shows the new wordings of a
+# test split, so where mean pooling fits the folds better it gives up attention's lead where the audio
+# decides, and with labels rich in a rare label it lost that label on one set (BENCHMARKS.md, "Fusion
+# chosen per project").
 FUSION_CHOICE_MIN_TASKS = 50
 HEAD_FUSIONS = ("attention", "mean")
 HEAD_FUSION_WITHIN = 0.01
