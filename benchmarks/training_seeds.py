@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import encoded_demo, enriched_subset, ensure_malloc_env, hunted_rows, out, training_footer
+from common import (
+    encoded_demo,
+    enriched_subset,
+    ensure_malloc_env,
+    hunted_rows,
+    out,
+    random_subset,
+    training_footer,
+)
 
 
 def trained(ds, rows: list[int], inits: list[int], encoders, settings) -> list:
@@ -68,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         hunted = hunted_rows(ds, pool, target)
         for n, sub in ((n, sub) for n in labels for sub in subsets):
             if args.positives is None:
-                chosen = np.random.default_rng(sub).choice(len(pool), size=min(n, len(pool)), replace=False)
-                rows = [pool[i] for i in chosen]
+                rows = random_subset(pool, n, sub)
             else:
                 rows = enriched_subset(pool, hunted, n, args.positives, sub)
             models = trained(ds, rows, inits, encoders, settings)
